@@ -1,0 +1,138 @@
+/*
+ * check.c: the --check self-test (see check.h).
+ *
+ * Starts the interpreter exactly as the port does, then imports LibRecommender and every
+ * model family the port serves, and proves the model directory writable. It reports how long
+ * start-up took and the resident memory afterwards, the figures docs/OPERATIONS.md quotes.
+ */
+#define _GNU_SOURCE
+#include "check.h"
+
+#include "stats.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Classes of libreco.algorithms the port trains (docs/PROTOCOL.md lists the same). */
+static const char *families[] = {
+    "UserCF", "ItemCF", "RsUserCF", "RsItemCF", "Swing", "ALS", "BPR", "SVD", "SVDpp", "NCF",
+    "Item2Vec", "DeepWalk", "NGCF", "LightGCN", "RNN4Rec", "Caser", "WaveNet",
+    "YouTubeRetrieval",
+};
+
+static int failures;
+
+static void report(int ok, const char *what, const char *detail)
+{
+    say("%s %-28s %s\n", ok ? "ok  " : "FAIL", what, detail ? detail : "");
+    if (!ok)
+        failures++;
+}
+
+static void report_python_failure(const char *what)
+{
+    PyObject *detail = NULL;
+    pybridge_take_error(&detail);
+    PyObject *msg = detail && PyDict_Check(detail) ? PyDict_GetItemString(detail, "message") : NULL;
+    report(0, what, msg && PyUnicode_Check(msg) ? PyUnicode_AsUTF8(msg) : "failed");
+    Py_XDECREF(detail);
+}
+
+/* Imports module and reports its __version__ (or attr when given). */
+static PyObject *check_import(const char *module, const char *label)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (!m) {
+        report_python_failure(label);
+        return NULL;
+    }
+    PyObject *v = PyObject_GetAttrString(m, "__version__");
+    if (!v)
+        PyErr_Clear();
+    report(1, label, v && PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : "");
+    Py_XDECREF(v);
+    return m;
+}
+
+static void check_families(void)
+{
+    PyObject *algorithms = check_import("libreco.algorithms", "libreco.algorithms");
+    if (!algorithms)
+        return;
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        PyObject *cls = PyObject_GetAttrString(algorithms, families[i]);
+        if (cls)
+            report(1, families[i], "importable");
+        else
+            report_python_failure(families[i]);
+        Py_XDECREF(cls);
+    }
+    Py_DECREF(algorithms);
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static void check_model_dir(const char *dir)
+{
+    char probe[4200];
+    snprintf(probe, sizeof(probe), "%s/.uro_rec_check.%d", dir, (int)getpid());
+    FILE *f = mkdir_p(dir) == 0 ? fopen(probe, "w") : NULL;
+    int ok = f && fputs("ok\n", f) >= 0;
+    if (f)
+        ok = (fclose(f) == 0) && ok;
+    unlink(probe);
+    report(ok, "model directory writable", dir);
+}
+
+int check_main(const struct pybridge_config *py)
+{
+    say("uro_recommender %s (protocol %d)\n", URO_REC_VERSION, URO_REC_PROTOCOL);
+    say("  venv        %s\n  python dir  %s\n  model dir   %s\n\n", py->venv, py->python_dir,
+        py->model_dir);
+    stats_init();
+    long rss_before = stats_resident_kib();
+    uint64_t t0 = stats_now_us();
+    char why[2048];
+    if (pybridge_start(py, why, sizeof(why)) < 0) {
+        report(0, "interpreter", why);
+        return 1;
+    }
+    uint64_t t_python = stats_now_us();
+    char line[256];
+    snprintf(line, sizeof(line), "%s", Py_GetVersion());
+    *strchrnul(line, '\n') = '\0';
+    report(1, "interpreter", line);
+    say("     start-up (interpreter + uro_rec) %llu ms, resident %ld KiB\n",
+        (unsigned long long)(t_python - t0) / 1000, stats_resident_kib());
+
+    PyObject *m = check_import("libreco", "LibRecommender");
+    Py_XDECREF(m);
+    Py_XDECREF(check_import("tensorflow", "tensorflow"));
+    Py_XDECREF(check_import("torch", "torch"));
+    Py_XDECREF(check_import("gensim", "gensim"));
+    Py_XDECREF(check_import("recfarm", "recfarm"));
+    check_families();
+    check_model_dir(py->model_dir);
+    uint64_t t_all = stats_now_us();
+    say("\nstart-up with every model family imported: %llu ms; resident %ld KiB (was %ld KiB "
+        "before Python)\n",
+        (unsigned long long)(t_all - t0) / 1000, stats_resident_kib(), rss_before);
+    say("%s\n", failures ? "CHECK FAILED" : "all checks passed");
+    return failures ? 1 : 0;
+}

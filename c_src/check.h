@@ -1,0 +1,15 @@
+/*
+ * check.h: `uro_recommender --check`, the self-test a person runs at a terminal.
+ */
+#ifndef URO_CHECK_H
+#define URO_CHECK_H
+
+#include "pybridge.h"
+
+/* Prints one line per check; returns the process exit status (0 when all passed). */
+int check_main(const struct pybridge_config *py);
+
+/* Human output on fd 1 (main.c): only for --help, --version and --check. */
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

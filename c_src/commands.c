@@ -1,0 +1,263 @@
+/*
+ * commands.c: the dispatch table and the handlers that live in C (see commands.h).
+ *
+ * ping and info are answered here. Every other command is a function of the same name in
+ * python/uro_rec/commands.py: its arguments are decoded (term.c) into a tuple and passed as
+ * they are; shape and type checks beyond the arity are Python's, which names the field.
+ */
+#include "commands.h"
+
+#include "frames.h"
+#include "pybridge.h"
+#include "stats.h"
+#include "term.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_COMMAND_NAME 64
+
+/* One call, as parsed from its frame. Slices point into the frame. */
+struct call {
+    const char *frame;
+    const char *ref;
+    int ref_len;
+    char name[MAX_COMMAND_NAME];
+    int n_args;        /* elements after the name; 0 for a bare atom */
+    int args_index;    /* where the first argument starts */
+};
+
+typedef const char *(*command_fn)(const struct call *call);
+
+struct command {
+    const char *name;
+    int min_args;
+    int max_args;
+    command_fn run;
+};
+
+static const char *run_ping(const struct call *call);
+static const char *run_info(const struct call *call);
+static const char *run_in_python(const struct call *call);
+
+/* Sorted only for the reader; lookup is linear over a dozen names. */
+static const struct command commands[] = {
+    {"echo", 1, 1, run_in_python},
+    {"evaluate", 2, 3, run_in_python},
+    {"info", 0, 0, run_info},
+    {"load", 1, 2, run_in_python},
+    {"models", 0, 0, run_in_python},
+    {"ping", 0, 0, run_ping},
+    {"predict", 3, 3, run_in_python},
+    {"recommend", 3, 4, run_in_python},
+    {"recommend_many", 3, 4, run_in_python},
+    {"save", 1, 1, run_in_python},
+    {"similar_items", 3, 3, run_in_python},
+    {"train", 2, 2, run_in_python},
+    {"unload", 1, 1, run_in_python},
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* Set when the interpreter failed to start: the reason every Python command answers with. */
+static char python_down[1024];
+
+/* ---- handlers ------------------------------------------------------------------------------ */
+
+static const char *run_ping(const struct call *call)
+{
+    return frames_reply_ok_atom(call->ref, call->ref_len, "pong");
+}
+
+static const char *reply_python_error(const struct call *call)
+{
+    PyObject *detail = NULL;
+    const char *kind = pybridge_take_error(&detail);
+    const char *sent = detail ? frames_reply_error_py(call->ref, call->ref_len, kind, detail)
+                              : frames_reply_error(call->ref, call->ref_len, kind, "no detail");
+    Py_XDECREF(detail);
+    return sent;
+}
+
+static const char *run_info(const struct call *call)
+{
+    if (python_down[0])
+        return frames_reply_error(call->ref, call->ref_len, "internal", "%s", python_down);
+    PyObject *empty = PyTuple_New(0);
+    PyObject *info = empty ? pybridge_call("python_info", empty) : NULL;
+    Py_XDECREF(empty);
+    if (!info)
+        return reply_python_error(call);
+    const char *sent;
+    PyObject *k_version = term_make_atom("version", 7);
+    PyObject *k_protocol = term_make_atom("protocol", 8);
+    PyObject *v_version = PyUnicode_FromString(URO_REC_VERSION);
+    PyObject *v_protocol = PyLong_FromLong(URO_REC_PROTOCOL);
+    if (!PyDict_Check(info) || !k_version || !k_protocol || !v_version || !v_protocol ||
+        PyDict_SetItem(info, k_version, v_version) < 0 ||
+        PyDict_SetItem(info, k_protocol, v_protocol) < 0 || stats_fill(info) < 0) {
+        PyErr_Clear();
+        sent = frames_reply_error(call->ref, call->ref_len, "internal", "info: cannot build");
+    } else {
+        sent = frames_reply_ok(call->ref, call->ref_len, info);
+    }
+    Py_XDECREF(k_version);
+    Py_XDECREF(k_protocol);
+    Py_XDECREF(v_version);
+    Py_XDECREF(v_protocol);
+    Py_DECREF(info);
+    return sent;
+}
+
+static PyObject *decode_args(const struct call *call, struct term_error *err)
+{
+    PyObject *args = PyTuple_New(call->n_args);
+    if (!args)
+        return NULL;
+    int index = call->args_index;
+    for (int i = 0; i < call->n_args; i++) {
+        PyObject *arg = term_to_py(call->frame, &index, err);
+        if (!arg) {
+            Py_DECREF(args);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(args, i, arg);
+    }
+    return args;
+}
+
+void commands_disable_python(const char *why)
+{
+    snprintf(python_down, sizeof(python_down), "python did not start: %s", why);
+}
+
+static const char *run_in_python(const struct call *call)
+{
+    if (python_down[0])
+        return frames_reply_error(call->ref, call->ref_len, "internal", "%s", python_down);
+    struct term_error err = {0};
+    PyObject *args = decode_args(call, &err);
+    if (!args)
+        return frames_reply_error(call->ref, call->ref_len, err.kind ? err.kind : "internal",
+                                  "%s: %s", call->name, err.message);
+    PyObject *result = pybridge_call(call->name, args);
+    Py_DECREF(args);
+    if (!result)
+        return reply_python_error(call);
+    const char *sent = frames_reply_ok(call->ref, call->ref_len, result);
+    Py_DECREF(result);
+    return sent;
+}
+
+/* ---- parsing the call frame ---------------------------------------------------------------- */
+
+static int decode_atom_name(const char *buf, int *index, char *name, size_t n)
+{
+    int type, size;
+    if (ei_get_type(buf, index, &type, &size) < 0 || type != ERL_ATOM_EXT)
+        return -1;
+    char atom[MAXATOMLEN_UTF8];
+    if (ei_decode_atom_as(buf, index, atom, sizeof(atom), ERLANG_UTF8, NULL, NULL) < 0)
+        return -1;
+    if (strlen(atom) >= n)
+        return -1;
+    memcpy(name, atom, strlen(atom) + 1);
+    return 0;
+}
+
+/* Fills call from a validated frame; -1 if the frame is not a call. */
+static int parse_call(const char *frame, struct call *call)
+{
+    int index = 0, arity, version;
+    char tag[8];
+    memset(call, 0, sizeof(*call));
+    call->frame = frame;
+    if (ei_decode_version(frame, &index, &version) < 0 ||
+        ei_decode_tuple_header(frame, &index, &arity) < 0 || (arity != 3 && arity != 4) ||
+        decode_atom_name(frame, &index, tag, sizeof(tag)) < 0 || strcmp(tag, "call") != 0)
+        return -1;
+    call->ref = frame + index;
+    if (term_skip(frame, &index) < 0)
+        return -1;
+    call->ref_len = (int)(frame + index - call->ref);
+
+    /* Command: an atom, or a tuple whose first element is an atom. CallOpts (the fourth
+     * element) holds keys for later protocol versions and is ignored here. */
+    int cmd_index = index, cmd_arity;
+    if (ei_decode_tuple_header(frame, &index, &cmd_arity) == 0) {
+        if (cmd_arity < 1)
+            return 1;
+        call->n_args = cmd_arity - 1;
+    } else {
+        index = cmd_index;
+        call->n_args = 0;
+    }
+    if (decode_atom_name(frame, &index, call->name, sizeof(call->name)) < 0)
+        return 1; /* a call, but the command is not a name: unknown_command */
+    call->args_index = index;
+    return 0;
+}
+
+static const char *dispatch(const struct call *call)
+{
+    const struct command *cmd = find_command(call->name);
+    if (!cmd)
+        return frames_reply_error(call->ref, call->ref_len, "unknown_command", "%s", call->name);
+    if (call->n_args < cmd->min_args || call->n_args > cmd->max_args) {
+        if (cmd->min_args == 0 && cmd->max_args == 0)
+            return frames_reply_error(call->ref, call->ref_len, "badarg",
+                                      "%s takes no arguments: send the bare atom", cmd->name);
+        return frames_reply_error(call->ref, call->ref_len, "badarg",
+                                  "%s takes %d to %d arguments, got %d", cmd->name,
+                                  cmd->min_args, cmd->max_args, call->n_args);
+    }
+    return cmd->run(call);
+}
+
+void commands_handle_frame(const char *frame, size_t len)
+{
+    uint64_t start = stats_now_us();
+    struct term_error err = {0};
+    struct call call;
+    const char *name = "bad_frame";
+    const char *kind;
+
+    if (term_validate(frame, len, &err) < 0) {
+        /* Too deep is the caller's mistake, not a broken frame: answer its Ref if we can. */
+        const char *ref = NULL;
+        int ref_len = 0;
+        if (strcmp(err.kind, "badarg") != 0 || term_find_call_ref(frame, len, &ref, &ref_len) < 0)
+            kind = frames_reply_error(NULL, 0, "bad_frame", "%s", err.message);
+        else
+            kind = frames_reply_error(ref, ref_len, "badarg", "%s", err.message);
+    } else {
+        int parsed = parse_call(frame, &call);
+        if (parsed < 0) {
+            kind = frames_reply_error(NULL, 0, "bad_frame",
+                                      "expected {call, Ref, Command} or {call, Ref, Command, Opts}");
+        } else if (parsed > 0) {
+            kind = frames_reply_error(call.ref, call.ref_len, "unknown_command",
+                                      "a command is an atom or a tuple starting with one");
+        } else {
+            const struct command *cmd = find_command(call.name);
+            name = cmd ? cmd->name : "unknown_command";
+            frames_set_current_ref(call.ref, call.ref_len);
+            kind = dispatch(&call);
+            frames_set_current_ref(NULL, 0);
+        }
+    }
+    stats_record(name, stats_now_us() - start, kind);
+}
+
+void commands_handle_too_large(size_t len, size_t limit)
+{
+    const char *kind = frames_reply_error(NULL, 0, "too_large",
+                                          "frame of %zu bytes is over the limit of %zu", len, limit);
+    stats_record("too_large", 0, kind);
+}

@@ -1,0 +1,18 @@
+/*
+ * commands.h: one request frame in, exactly one reply frame out.
+ *
+ * Parses {call, Ref, Command} and {call, Ref, Command, CallOpts}, finds Command in the
+ * dispatch table, runs it, and replies. Nothing a client sends can make it skip the reply.
+ */
+#ifndef URO_COMMANDS_H
+#define URO_COMMANDS_H
+
+#include <stddef.h>
+
+void commands_handle_frame(const char *frame, size_t len);
+void commands_handle_too_large(size_t len, size_t limit);
+
+/* Python failed to start: commands that need it answer {error, {internal, Why}}. */
+void commands_disable_python(const char *why);
+
+#endif

@@ -1,0 +1,146 @@
+/*
+ * frames.c: builds and sends every frame the port writes (see frames.h).
+ *
+ * The Ref of a call is copied into its reply byte for byte, never decoded and re-encoded:
+ * a client may use any term as a Ref, pids and references included, and must get the
+ * identical term back.
+ */
+#include "frames.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static struct erlcmd *out;
+static ei_x_buff x;
+static const char *current_ref;
+static int current_ref_len;
+
+void frames_init(struct erlcmd *cmd)
+{
+    out = cmd;
+    ei_x_new(&x);
+}
+
+void frames_set_current_ref(const char *ref, int len)
+{
+    current_ref = ref;
+    current_ref_len = len;
+}
+
+static void begin(void)
+{
+    x.index = 0;
+    ei_x_encode_version(&x);
+}
+
+static void send_built(void)
+{
+    /* A failed write means the BEAM has gone; the read loop sees EOF next and we exit. */
+    if (out)
+        erlcmd_send(out, x.buff, (size_t)x.index);
+}
+
+static void encode_ref(const char *ref, int ref_len)
+{
+    if (ref)
+        ei_x_append_buf(&x, ref, ref_len);
+    else
+        ei_x_encode_atom(&x, "undefined");
+}
+
+/* Writes {reply, Ref, {Tag, ...: the caller appends the value. */
+static void begin_reply(const char *ref, int ref_len, const char *tag)
+{
+    begin();
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "reply");
+    encode_ref(ref, ref_len);
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, tag);
+}
+
+const char *frames_reply_ok(const char *ref, int ref_len, PyObject *value)
+{
+    begin_reply(ref, ref_len, "ok");
+    struct term_error err = {0};
+    if (py_to_term(&x, value, &err) < 0)
+        return frames_reply_error(ref, ref_len, "internal", "%s", err.message);
+    send_built();
+    return NULL;
+}
+
+const char *frames_reply_ok_atom(const char *ref, int ref_len, const char *atom)
+{
+    begin_reply(ref, ref_len, "ok");
+    ei_x_encode_atom(&x, atom);
+    send_built();
+    return NULL;
+}
+
+const char *frames_reply_error(const char *ref, int ref_len, const char *kind, const char *fmt, ...)
+{
+    char message[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(message))
+        n = sizeof(message) - 1;
+    begin_reply(ref, ref_len, "error");
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, kind);
+    ei_x_encode_binary(&x, message, n);
+    send_built();
+    return kind;
+}
+
+const char *frames_reply_error_py(const char *ref, int ref_len, const char *kind, PyObject *detail)
+{
+    begin_reply(ref, ref_len, "error");
+    ei_x_encode_tuple_header(&x, 2);
+    ei_x_encode_atom(&x, kind);
+    struct term_error err = {0};
+    if (py_to_term(&x, detail, &err) < 0)
+        return frames_reply_error(ref, ref_len, kind, "(detail not encodable: %s)", err.message);
+    send_built();
+    return kind;
+}
+
+void frames_log(const char *level, const char *message, size_t len)
+{
+    begin();
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "log");
+    ei_x_encode_atom(&x, level);
+    ei_x_encode_binary(&x, message, (long)len);
+    send_built();
+}
+
+void frames_logf(const char *level, const char *fmt, ...)
+{
+    char message[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    frames_log(level, message, (size_t)n < sizeof(message) ? (size_t)n : sizeof(message) - 1);
+}
+
+int frames_event(PyObject *map, struct term_error *err)
+{
+    if (!current_ref)
+        return 0;
+    begin();
+    ei_x_encode_tuple_header(&x, 3);
+    ei_x_encode_atom(&x, "event");
+    ei_x_append_buf(&x, current_ref, current_ref_len);
+    if (py_to_term(&x, map, err) < 0)
+        return -1;
+    send_built();
+    return 0;
+}

@@ -1,0 +1,290 @@
+/*
+ * main.c: process set-up and the port loop of uro_recommender.
+ *
+ * Owns the command line, the file descriptors, the signals, and the loop that waits on stdin
+ * and on the signal pipe. It starts the interpreter (pybridge.c) and hands each frame to
+ * commands.c. The rules it keeps:
+ *   - fd 1 is the protocol: frames leave through a private duplicate of it, and fd 1 itself
+ *     is pointed at fd 2 before Python starts, so a stray print cannot corrupt the stream.
+ *   - stdin EOF and SIGTERM/SIGINT/SIGHUP end the process with status 0 once the current call
+ *     has replied; the parent's death kills us outright (nobody is left to read a reply).
+ *   - a failure to start Python does not exit: every call that needs it gets an error term,
+ *     so a supervisor sees the reason instead of a crash loop.
+ */
+#define _GNU_SOURCE
+#include "commands.h"
+#include "erlcmd.h"
+#include "frames.h"
+#include "pybridge.h"
+#include "stats.h"
+#include "check.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef URO_REC_DEFAULT_VENV
+#define URO_REC_DEFAULT_VENV ""
+#endif
+#ifndef URO_REC_DEFAULT_PYTHON_DIR
+#define URO_REC_DEFAULT_PYTHON_DIR ""
+#endif
+
+#define DEFAULT_MAX_FRAME (64u * 1024 * 1024)
+
+struct options {
+    char venv[PATH_MAX];
+    char python_dir[PATH_MAX];
+    char model_dir[PATH_MAX];
+    size_t max_frame;
+    int check;
+};
+
+static int signal_pipe[2] = {-1, -1};
+static size_t max_frame_limit;
+
+/* --help, --version and --check are for a person at a terminal, never for a port: they write
+ * to fd 1 with write(2) directly. In port mode nothing but erlcmd_send writes there. */
+void say(const char *fmt, ...)
+{
+    char line[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n > 0 && write(STDOUT_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
+        return;
+}
+
+static void usage(void)
+{
+    say("usage: uro_recommender [options]\n"
+        "\n"
+        "An Erlang port program: {packet,4} frames of external term format on stdin/stdout,\n"
+        "serving LibRecommender from an embedded CPython. See docs/PROTOCOL.md.\n"
+        "\n"
+        "  --model-dir DIR     where models are saved as DIR/<name>/<version>/\n"
+        "                      (env URO_REC_MODEL_DIR; default ~/.local/share/uro_recommender/models)\n"
+        "  --venv DIR          the Python 3.11 virtualenv (env URO_REC_VENV; default %s)\n"
+        "  --python-dir DIR    the directory holding the uro_rec package\n"
+        "                      (env URO_REC_PYTHON_DIR; default ../python beside priv/)\n"
+        "  --max-frame BYTES   larger request frames are dropped with {error, {too_large, _}}\n"
+        "                      (env URO_REC_MAX_FRAME; default %u)\n"
+        "  --check             self-test for a person: interpreter, LibRecommender, every model\n"
+        "                      family, model directory; prints start-up time and memory\n"
+        "  --version           print the version and protocol version\n"
+        "  --help              this text\n",
+        URO_REC_DEFAULT_VENV, DEFAULT_MAX_FRAME);
+}
+
+static void copy_path(char *dst, const char *src)
+{
+    snprintf(dst, PATH_MAX, "%s", src);
+}
+
+static void default_paths(struct options *o)
+{
+    const char *env;
+    copy_path(o->venv, (env = getenv("URO_REC_VENV")) && *env ? env : URO_REC_DEFAULT_VENV);
+
+    if ((env = getenv("URO_REC_PYTHON_DIR")) && *env) {
+        copy_path(o->python_dir, env);
+    } else {
+        /* priv/uro_recommender -> ../python, wherever the checkout or release was moved. */
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        struct stat st;
+        if (n > 0) {
+            exe[n] = '\0';
+            char *slash = strrchr(exe, '/');
+            if (slash)
+                *slash = '\0';
+            snprintf(o->python_dir, PATH_MAX, "%.*s/../python/uro_rec", PATH_MAX - 32, exe);
+            if (stat(o->python_dir, &st) == 0)
+                snprintf(o->python_dir, PATH_MAX, "%.*s/../python", PATH_MAX - 32, exe);
+            else
+                copy_path(o->python_dir, URO_REC_DEFAULT_PYTHON_DIR);
+        } else {
+            copy_path(o->python_dir, URO_REC_DEFAULT_PYTHON_DIR);
+        }
+    }
+
+    if ((env = getenv("URO_REC_MODEL_DIR")) && *env) {
+        copy_path(o->model_dir, env);
+    } else {
+        const char *data = getenv("XDG_DATA_HOME");
+        if (data && *data)
+            snprintf(o->model_dir, PATH_MAX, "%.*s/uro_recommender/models", PATH_MAX - 64, data);
+        else
+            snprintf(o->model_dir, PATH_MAX, "%.*s/.local/share/uro_recommender/models",
+                     PATH_MAX - 64, getenv("HOME") ? getenv("HOME") : "/tmp");
+    }
+    o->max_frame = DEFAULT_MAX_FRAME;
+    if ((env = getenv("URO_REC_MAX_FRAME")) && *env)
+        o->max_frame = strtoull(env, NULL, 10);
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    default_paths(o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage();
+            exit(0);
+        } else if (strcmp(a, "--version") == 0) {
+            say("uro_recommender %s (protocol %d)\n", URO_REC_VERSION, URO_REC_PROTOCOL);
+            exit(0);
+        } else if (strcmp(a, "--check") == 0) {
+            o->check = 1;
+        } else if (value && strcmp(a, "--model-dir") == 0) {
+            copy_path(o->model_dir, argv[++i]);
+        } else if (value && strcmp(a, "--venv") == 0) {
+            copy_path(o->venv, argv[++i]);
+        } else if (value && strcmp(a, "--python-dir") == 0) {
+            copy_path(o->python_dir, argv[++i]);
+        } else if (value && strcmp(a, "--max-frame") == 0) {
+            o->max_frame = strtoull(argv[++i], NULL, 10);
+        } else {
+            fprintf(stderr, "uro_recommender: unknown or incomplete option %s (try --help)\n", a);
+            return -1;
+        }
+    }
+    if (o->max_frame == 0)
+        o->max_frame = DEFAULT_MAX_FRAME;
+    return 0;
+}
+
+/* ---- signals ---------------------------------------------------------------------------- */
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(signal_pipe[1], &b, 1) < 0) {
+        /* the pipe is full: a stop is already pending */
+    }
+    errno = saved;
+}
+
+static int set_cloexec_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
+        return -1;
+    fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static int install_signals(void)
+{
+    if (pipe(signal_pipe) < 0 || set_cloexec_nonblock(signal_pipe[0]) < 0 ||
+        set_cloexec_nonblock(signal_pipe[1]) < 0)
+        return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    /* A dead reader shows up as EPIPE from write(2), not as a fatal signal. */
+    signal(SIGPIPE, SIG_IGN);
+    /* The BEAM starts ports with SIGCHLD ignored; Python's subprocess then cannot wait for
+     * its children and hangs. Restore the default before Python starts. */
+    signal(SIGCHLD, SIG_DFL);
+    /* If the BEAM (our parent) dies, nobody will read a reply: go at once, mid-call too. */
+    pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(0);
+    return 0;
+}
+
+/* ---- the loop ---------------------------------------------------------------------------- */
+
+static void on_frame(enum erlcmd_status status, const char *data, size_t len, void *cookie)
+{
+    (void)cookie;
+    if (status == ERLCMD_TOO_LARGE)
+        commands_handle_too_large(len, max_frame_limit);
+    else
+        commands_handle_frame(data, len);
+}
+
+/* Returns when stdin reaches EOF or a stop signal arrives. */
+static void serve(struct erlcmd *cmd)
+{
+    struct pollfd fds[2] = {{.fd = cmd->in_fd, .events = POLLIN},
+                            {.fd = signal_pipe[0], .events = POLLIN}};
+    for (;;) {
+        int n = poll(fds, 2, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        if (fds[1].revents)
+            return;
+        if (fds[0].revents && erlcmd_process(cmd) < 0)
+            return;
+    }
+}
+
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    memset(&o, 0, sizeof(o));
+    if (parse_args(argc, argv, &o) < 0)
+        return 2;
+    max_frame_limit = o.max_frame;
+    struct pybridge_config py = {o.venv, o.python_dir, o.model_dir};
+    if (o.check)
+        return check_main(&py);
+
+    /* From here on fd 1 belongs to the frames alone. */
+    int frame_fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (frame_fd < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
+        fprintf(stderr, "uro_recommender: cannot set up fd 1: %s\n", strerror(errno));
+        return 1;
+    }
+    if (install_signals() < 0) {
+        fprintf(stderr, "uro_recommender: cannot set up signals: %s\n", strerror(errno));
+        return 1;
+    }
+
+    struct erlcmd cmd;
+    erlcmd_init(&cmd, STDIN_FILENO, frame_fd, o.max_frame, on_frame, NULL);
+    frames_init(&cmd);
+    stats_init();
+
+    uint64_t t0 = stats_now_us();
+    char why[2048];
+    if (pybridge_start(&py, why, sizeof(why)) < 0) {
+        frames_logf("error", "python did not start: %s", why);
+        commands_disable_python(why);
+    } else {
+        frames_logf("info", "uro_recommender %s ready in %llu ms, %ld KiB resident, models in %s",
+                    URO_REC_VERSION, (unsigned long long)(stats_now_us() - t0) / 1000,
+                    stats_resident_kib(), o.model_dir);
+    }
+
+    serve(&cmd);
+
+    /* Every reply has been written synchronously. Skip Py_Finalize: TensorFlow's and torch's
+     * threads make interpreter teardown slow and occasionally crash, and there is nothing
+     * left to flush. */
+    _exit(0);
+}

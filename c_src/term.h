@@ -1,0 +1,50 @@
+/*
+ * term.h: the type mapping between Erlang terms and Python objects.
+ *
+ * This is the one place where a term becomes a Python object and a Python object becomes a
+ * term. docs/PROTOCOL.md carries the same table; change both together.
+ */
+#ifndef URO_TERM_H
+#define URO_TERM_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <ei.h>
+#include <stddef.h>
+
+/* Terms nested deeper than this are refused in both directions (never a stack overflow). */
+#define TERM_MAX_DEPTH 256
+
+/* Why a conversion failed: a kind the port replies with, and a message naming the place. */
+struct term_error {
+    const char *kind; /* "bad_frame", "badarg" or "internal" */
+    char message[256];
+};
+
+/* Checks that buf[0..len) is exactly one external-format term (version byte included), with
+ * every length inside the buffer and nesting within TERM_MAX_DEPTH. ei's decoders trust their
+ * input, so every frame passes here before any of them sees it. Returns 0 or -1 (err set). */
+int term_validate(const char *buf, size_t len, struct term_error *err);
+
+/* For a frame that failed validation: if it still starts {call, Ref, ... with a whole Ref,
+ * sets *ref and *ref_len to it and returns 0, so the error can go to the right caller. */
+int term_find_call_ref(const char *buf, size_t len, const char **ref, int *ref_len);
+
+/* Skips the term at *index of a validated buffer. */
+int term_skip(const char *buf, int *index);
+
+/* Decodes the term at *index of a validated buffer into a new reference; NULL with err set
+ * (kind "badarg") for terms Python cannot hold: pids, ports, references, funs, improper lists,
+ * bitstrings that are not whole bytes, unhashable map keys. */
+PyObject *term_to_py(const char *buf, int *index, struct term_error *err);
+
+/* Appends the term for obj to x. -1 with err set (kind "internal") for an object outside the
+ * mapping; x may then hold a partial term: callers rewind x->index. */
+int py_to_term(ei_x_buff *x, PyObject *obj, struct term_error *err);
+
+/* The Atom type (a str subclass): Python code returns Atom("ok") to mean the atom ok. */
+PyObject *term_atom_type(void);
+int term_module_init(PyObject *module); /* adds Atom to the _uro_port module */
+PyObject *term_make_atom(const char *utf8, Py_ssize_t len);
+
+#endif

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# scripts/setup.sh: the one idempotent set-up step behind `make demo`, `make test` and `make bench`.
+#
+# It installs the Debian packages the build and the tests need, then a Python 3.11 virtualenv with
+# the pinned python/requirements.txt. The virtualenv lives outside the checkout, in
+# ${URO_REC_VENV:-~/.cache/uro_recommender/venv-<hash of requirements.txt>}, so a fresh clone (CI's)
+# reuses it. A second run checks two stamps and returns in a second or two.
+#
+# Prints the virtualenv's path as its last line of stdout; everything else goes to stderr.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+req="$here/python/requirements.txt"
+hash=$(sha256sum "$req" | cut -c1-12)
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/uro_recommender"
+venv="${URO_REC_VENV:-$cache/venv-$hash}"
+
+log() { echo "setup: $*" >&2; }
+
+# `setup.sh --path` only prints where the virtualenv is (the Makefile asks, to build against it).
+if [ "${1:-}" = "--path" ]; then echo "$venv"; exit 0; fi
+
+# --- Debian packages -------------------------------------------------------------------------
+debs=(erlang-base erlang-dev erlang-tools erlang-crypto erlang-inets erlang-ssl elixir libpq-dev
+      libcmocka-dev postgresql postgresql-client pkg-config python3.11-dev python3.11-venv)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >&2
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# --- The interpreter -------------------------------------------------------------------------
+# We embed the libpython of the virtualenv's base interpreter, so it must be a shared build.
+pick_python() {
+  for py in ${URO_REC_PYTHON:-} python3.11 /usr/bin/python3.11; do
+    command -v "$py" >/dev/null 2>&1 || continue
+    "$py" -c 'import sys, sysconfig; assert sys.version_info[:2] == (3, 11); assert sysconfig.get_config_var("Py_ENABLE_SHARED")' 2>/dev/null || continue
+    command -v "$py"; return 0
+  done
+  return 1
+}
+
+# --- The virtualenv --------------------------------------------------------------------------
+stamp="$venv/.uro_rec_installed"
+if [ -f "$stamp" ] && cmp -s "$stamp" "$req"; then
+  echo "$venv"; exit 0
+fi
+py=$(pick_python) || { log "no shared-library Python 3.11 found"; exit 1; }
+log "building virtualenv $venv from $py (a few minutes, once)"
+mkdir -p "$(dirname "$venv")"
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv" >&2
+"$venv/bin/python" -m pip install -q --upgrade pip wheel >&2 || true
+# torch==2.13.0 is pinned so pip takes the CPU wheel that lies on this machine's disk.
+"$venv/bin/python" -m pip install -q -r "$req" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+"$venv/bin/python" -c 'import libreco, tensorflow, torch, gensim, recfarm' >&2
+cp "$req" "$stamp"
+echo "$venv"
