@@ -35,7 +35,7 @@ LDLIBS_PY = -L$(PY_LIBDIR) -Wl,-rpath,$(PY_LIBDIR) -lpython$(PY_LDVER) -ldl -lm
 LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
 
 PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybridge.c \
-            c_src/commands.c c_src/stats.c c_src/check.c
+            c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \

@@ -7,12 +7,14 @@
  */
 #include "commands.h"
 
+#include "deadline.h"
 #include "frames.h"
 #include "pybridge.h"
 #include "stats.h"
 #include "term.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_COMMAND_NAME 64
@@ -25,6 +27,7 @@ struct call {
     char name[MAX_COMMAND_NAME];
     int n_args;        /* elements after the name; 0 for a bare atom */
     int args_index;    /* where the first argument starts */
+    long timeout_ms;   /* from CallOpts; 0 when none */
 };
 
 typedef const char *(*command_fn)(const struct call *call);
@@ -39,11 +42,13 @@ struct command {
 static const char *run_ping(const struct call *call);
 static const char *run_info(const struct call *call);
 static const char *run_in_python(const struct call *call);
+static const char *run_fault(const struct call *call);
 
 /* Sorted only for the reader; lookup is linear over a dozen names. */
 static const struct command commands[] = {
     {"echo", 1, 1, run_in_python},
     {"evaluate", 2, 3, run_in_python},
+    {"fault", 1, 1, run_fault},
     {"info", 0, 0, run_info},
     {"load", 1, 2, run_in_python},
     {"models", 0, 0, run_in_python},
@@ -87,10 +92,10 @@ static const char *reply_python_error(const struct call *call)
 
 static const char *run_info(const struct call *call)
 {
-    if (python_down[0])
+    if (python_down[0]) /* no interpreter: the C half of info still answers */
         return frames_reply_error(call->ref, call->ref_len, "internal", "%s", python_down);
     PyObject *empty = PyTuple_New(0);
-    PyObject *info = empty ? pybridge_call("python_info", empty) : NULL;
+    PyObject *info = empty ? pybridge_call("uro_rec.commands", "python_info", empty) : NULL;
     Py_XDECREF(empty);
     if (!info)
         return reply_python_error(call);
@@ -114,6 +119,9 @@ static const char *run_info(const struct call *call)
     Py_DECREF(info);
     return sent;
 }
+
+static const char *call_python(const struct call *call, const char *module, const char *fn,
+                               PyObject *args);
 
 static PyObject *decode_args(const struct call *call, struct term_error *err)
 {
@@ -146,13 +154,45 @@ static const char *run_in_python(const struct call *call)
     if (!args)
         return frames_reply_error(call->ref, call->ref_len, err.kind ? err.kind : "internal",
                                   "%s: %s", call->name, err.message);
-    PyObject *result = pybridge_call(call->name, args);
+    return call_python(call, "uro_rec.commands", call->name, args);
+}
+
+/* Calls module.fn(*args) under the call's deadline and replies; steals args. */
+static const char *call_python(const struct call *call, const char *module, const char *fn,
+                               PyObject *args)
+{
+    deadline_arm(call->timeout_ms);
+    PyObject *result = pybridge_call(module, fn, args);
+    deadline_disarm();
     Py_DECREF(args);
-    if (!result)
+    if (!result) {
+        if (deadline_take_expired())
+            return frames_reply_error(call->ref, call->ref_len, "timeout",
+                                      "%s did not finish within %ld ms", call->name,
+                                      call->timeout_ms);
         return reply_python_error(call);
+    }
     const char *sent = frames_reply_ok(call->ref, call->ref_len, result);
     Py_DECREF(result);
     return sent;
+}
+
+/* {fault, Kind}: crash or wedge the interpreter on purpose, for supervision tests. Refused
+ * unless the port was started with URO_REC_FAULTS=1, so production cannot be crashed by a
+ * stray term. */
+static const char *run_fault(const struct call *call)
+{
+    const char *enabled = getenv("URO_REC_FAULTS");
+    if (!enabled || strcmp(enabled, "1") != 0)
+        return frames_reply_error(call->ref, call->ref_len, "unsupported",
+                                  "fault injection is off: start the port with URO_REC_FAULTS=1");
+    if (python_down[0])
+        return frames_reply_error(call->ref, call->ref_len, "internal", "%s", python_down);
+    struct term_error err = {0};
+    PyObject *args = decode_args(call, &err);
+    if (!args)
+        return frames_reply_error(call->ref, call->ref_len, err.kind, "fault: %s", err.message);
+    return call_python(call, "uro_rec.faults", "inject", args);
 }
 
 /* ---- parsing the call frame ---------------------------------------------------------------- */
@@ -171,7 +211,47 @@ static int decode_atom_name(const char *buf, int *index, char *name, size_t n)
     return 0;
 }
 
-/* Fills call from a validated frame; -1 if the frame is not a call. */
+/* Reads timeout_ms from CallOpts (a map or a proplist); other keys are ignored. Returns -1
+ * if timeout_ms is there but not a positive integer. */
+static int parse_call_opts(const char *frame, int index, struct call *call)
+{
+    int type, size, arity, is_map;
+    ei_get_type(frame, &index, &type, &size);
+    if (type == ERL_MAP_EXT) {
+        ei_decode_map_header(frame, &index, &arity);
+        is_map = 1;
+    } else if (type == ERL_LIST_EXT) {
+        ei_decode_list_header(frame, &index, &arity);
+        is_map = 0;
+    } else {
+        return type == ERL_NIL_EXT ? 0 : -1;
+    }
+    for (int i = 0; i < arity; i++) {
+        int pair_arity = 2;
+        if (!is_map && (ei_decode_tuple_header(frame, &index, &pair_arity) < 0 || pair_arity != 2)) {
+            term_skip(frame, &index); /* not a {Key, Value}: ignore it */
+            continue;
+        }
+        char key[MAX_COMMAND_NAME];
+        int key_index = index;
+        int is_timeout = decode_atom_name(frame, &index, key, sizeof(key)) == 0 &&
+                         strcmp(key, "timeout_ms") == 0;
+        if (!is_timeout) {
+            index = key_index;
+            term_skip(frame, &index);
+            term_skip(frame, &index);
+            continue;
+        }
+        long v;
+        if (ei_decode_long(frame, &index, &v) < 0 || v <= 0)
+            return -1;
+        call->timeout_ms = v;
+    }
+    return 0;
+}
+
+/* Fills call from a validated frame; -1 if the frame is not a call, 1 if it is a call but
+ * the command is not a name, 2 if its CallOpts are malformed. */
 static int parse_call(const char *frame, struct call *call)
 {
     int index = 0, arity, version;
@@ -201,6 +281,12 @@ static int parse_call(const char *frame, struct call *call)
     if (decode_atom_name(frame, &index, call->name, sizeof(call->name)) < 0)
         return 1; /* a call, but the command is not a name: unknown_command */
     call->args_index = index;
+    if (arity == 4) {
+        index = cmd_index;
+        term_skip(frame, &index);
+        if (parse_call_opts(frame, index, call) < 0)
+            return 2;
+    }
     return 0;
 }
 
@@ -241,9 +327,12 @@ void commands_handle_frame(const char *frame, size_t len)
         if (parsed < 0) {
             kind = frames_reply_error(NULL, 0, "bad_frame",
                                       "expected {call, Ref, Command} or {call, Ref, Command, Opts}");
-        } else if (parsed > 0) {
+        } else if (parsed == 1) {
             kind = frames_reply_error(call.ref, call.ref_len, "unknown_command",
                                       "a command is an atom or a tuple starting with one");
+        } else if (parsed == 2) {
+            kind = frames_reply_error(call.ref, call.ref_len, "badarg",
+                                      "CallOpts: timeout_ms must be a positive integer");
         } else {
             const struct command *cmd = find_command(call.name);
             name = cmd ? cmd->name : "unknown_command";

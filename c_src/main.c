@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "commands.h"
+#include "deadline.h"
 #include "erlcmd.h"
 #include "frames.h"
 #include "pybridge.h"
@@ -100,22 +101,14 @@ static void default_paths(struct options *o)
         copy_path(o->python_dir, env);
     } else {
         /* priv/uro_recommender -> ../python, wherever the checkout or release was moved. */
-        char exe[PATH_MAX];
+        char exe[PATH_MAX], guess[PATH_MAX + 32];
         ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        struct stat st;
-        if (n > 0) {
-            exe[n] = '\0';
-            char *slash = strrchr(exe, '/');
-            if (slash)
-                *slash = '\0';
-            snprintf(o->python_dir, PATH_MAX, "%.*s/../python/uro_rec", PATH_MAX - 32, exe);
-            if (stat(o->python_dir, &st) == 0)
-                snprintf(o->python_dir, PATH_MAX, "%.*s/../python", PATH_MAX - 32, exe);
-            else
-                copy_path(o->python_dir, URO_REC_DEFAULT_PYTHON_DIR);
-        } else {
+        char *slash = n > 0 ? (exe[n] = '\0', strrchr(exe, '/')) : NULL;
+        if (slash)
+            *slash = '\0';
+        snprintf(guess, sizeof(guess), "%s/../python", slash ? exe : ".");
+        if (!slash || !realpath(guess, o->python_dir))
             copy_path(o->python_dir, URO_REC_DEFAULT_PYTHON_DIR);
-        }
     }
 
     if ((env = getenv("URO_REC_MODEL_DIR")) && *env) {
@@ -260,7 +253,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "uro_recommender: cannot set up fd 1: %s\n", strerror(errno));
         return 1;
     }
-    if (install_signals() < 0) {
+    if (install_signals() < 0 || deadline_start() < 0) {
         fprintf(stderr, "uro_recommender: cannot set up signals: %s\n", strerror(errno));
         return 1;
     }

@@ -11,6 +11,7 @@
  */
 #include "pybridge.h"
 
+#include "deadline.h"
 #include "frames.h"
 
 #include <stdio.h>
@@ -73,7 +74,7 @@ static struct PyModuleDef port_module_def = {
 static PyObject *init_port_module(void)
 {
     PyObject *m = PyModule_Create(&port_module_def);
-    if (m && term_module_init(m) < 0) {
+    if (m && (term_module_init(m) < 0 || deadline_module_init(m) < 0)) {
         Py_DECREF(m);
         return NULL;
     }
@@ -189,13 +190,19 @@ int pybridge_start(const struct pybridge_config *cfg, char *why, size_t n)
 
 /* ---- calls and errors ------------------------------------------------------------------- */
 
-PyObject *pybridge_call(const char *name, PyObject *args)
+PyObject *pybridge_call(const char *module, const char *fn, PyObject *args)
 {
-    PyObject *fn = PyObject_GetAttrString(commands_module, name);
-    if (!fn)
+    /* uro_rec.commands is the hot path: held since start-up. Others go through sys.modules. */
+    PyObject *m = strcmp(module, "uro_rec.commands") == 0 ? (Py_INCREF(commands_module), commands_module)
+                                                           : PyImport_ImportModule(module);
+    if (!m)
         return NULL;
-    PyObject *result = PyObject_Call(fn, args, NULL);
-    Py_DECREF(fn);
+    PyObject *f = PyObject_GetAttrString(m, fn);
+    Py_DECREF(m);
+    if (!f)
+        return NULL;
+    PyObject *result = PyObject_Call(f, args, NULL);
+    Py_DECREF(f);
     return result;
 }
 

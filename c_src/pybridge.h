@@ -19,8 +19,9 @@ struct pybridge_config {
 /* 0, or -1 with a reason in why. */
 int pybridge_start(const struct pybridge_config *cfg, char *why, size_t why_len);
 
-/* Calls uro_rec.commands.<name>(*args). New reference, or NULL with the exception set. */
-PyObject *pybridge_call(const char *name, PyObject *args);
+/* Calls module.fn(*args), e.g. uro_rec.commands.recommend. New reference, or NULL with the
+ * exception set. */
+PyObject *pybridge_call(const char *module, const char *fn, PyObject *args);
 
 /* Takes the pending exception and makes (kind, detail): a uro_rec.errors.PortError gives its
  * own kind and detail; anything else gives "python" and #{type, message, traceback}. The kind

@@ -1,0 +1,24 @@
+/*
+ * deadline.h: per-call deadlines (CallOpts timeout_ms).
+ *
+ * A watchdog thread waits for the deadline of the call in progress. If the call is still in
+ * Python when it passes, the watchdog takes the GIL (the interpreter hands it over every
+ * few milliseconds) and raises _uro_port.CallTimeout asynchronously in the main thread,
+ * which sees it at the next bytecode boundary. CallTimeout derives from BaseException so `except Exception` in library code
+ * does not swallow it. A call stuck inside one long C function (a single BLAS product, a
+ * TensorFlow session run) is interrupted only when that function returns to Python.
+ */
+#ifndef URO_DEADLINE_H
+#define URO_DEADLINE_H
+
+#include "term.h"
+#include <stdint.h>
+
+int deadline_start(void);                    /* starts the watchdog thread; 0 or -1 */
+int deadline_module_init(PyObject *module);  /* adds CallTimeout to _uro_port */
+void deadline_arm(long timeout_ms);          /* before a Python call; <= 0 means none */
+void deadline_disarm(void);                  /* after it */
+/* True if the pending exception is the deadline of the call just made (then clears it). */
+int deadline_take_expired(void);
+
+#endif
