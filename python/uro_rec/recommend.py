@@ -1,0 +1,249 @@
+"""Ranking logic: recommend, predict and similar_items for a loaded Entry.
+
+Guarantees of :func:`recommend` (libreco's own recommend_user gives none of the
+first three in all cases: its cold start samples popular items with replacement,
+and it stops filtering consumed items when a user has consumed almost all):
+
+- no duplicates; never an excluded item; never a consumed item when
+  ``filter_consumed``;
+- exactly ``n`` items whenever that many candidates exist (else all of them);
+- unknown users get the cold-start list instead of an error.
+
+Embedding models are served with numpy on the precomputed matrices (one
+mat-vec, one argpartition: well under a millisecond for 10k items). Other models
+go through libreco's recommend_user, then are deduplicated, filtered and topped
+up from the popularity ranking.
+
+Cold start for unknown users: ``popular`` (default) is the deterministic
+popularity ranking of the training data (distinct users per item); ``average``
+scores items with the mean user embedding on embedding models and falls back to
+``popular`` on the others (libreco's memory-based models only know ``popular``).
+
+Scores: ranking task -> sigmoid of the model output (as libreco's predict);
+rating task -> output clipped to the rating range. For models served through
+libreco (memory-based CF, Swing, scoring networks) the order is libreco's
+recommend_user order and the scores are its predict() values, which for
+UserCF/ItemCF/Swing use a different neighbourhood than its ranking, so they need
+not be monotone. Popular cold-start lists
+score each item by its popularity relative to the most popular item (0..1],
+since the model has nothing to say about an unknown user.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+from .errors import BadArg
+from .options import boolean, check_id_list, check_known, choice, normalize_opts
+
+
+_NO_ITEMS = np.empty(0, dtype=np.intp)
+
+
+@dataclass
+class RecOpts:
+    filter_consumed: bool = True
+    cold_start: str = "popular"
+    exclude: np.ndarray = None  # inner ids of excluded items
+    scores: bool = False
+
+
+def parse_opts(entry, opts, where):
+    o = normalize_opts(opts, f"{where}: opts")
+    check_known(o, ("filter_consumed", "cold_start", "exclude", "scores"), where)
+    exclude = check_id_list(o.get("exclude", []), where, "exclude")
+    idx = [entry.item_index[i] for i in exclude if i in entry.item_index]
+    idx = np.unique(np.asarray(idx, dtype=np.intp)) if idx else _NO_ITEMS
+    return RecOpts(
+        filter_consumed=boolean(o.get("filter_consumed", True), where, "filter_consumed"),
+        cold_start=choice(o.get("cold_start", "popular"), ("popular", "average"), where, "cold_start"),
+        exclude=idx,
+        scores=boolean(o.get("scores", False), where, "scores"),
+    )
+
+
+def normalize_scores(entry, raw):
+    raw = np.asarray(raw, dtype=np.float64)
+    if entry.task == "ranking":
+        return expit(raw)
+    model = entry.model
+    return np.clip(raw, model.lower_bound, model.upper_bound)
+
+
+def recommend(entry, user, n, ro):
+    if n == 0:
+        return []
+    uid = entry.user_inner(user)
+    if uid is None:
+        if ro.cold_start == "average" and entry.kind == "embed":
+            # libreco's 'average': the mean user embedding (row n_users).
+            ids, scores = _embed_top(entry, _user_row(entry, None), None, n, ro)
+        else:
+            ids, scores = _popular(entry, n, ro, banned=None)
+    elif entry.kind == "embed":
+        ids, scores = _embed_top(entry, entry.user_vecs[uid], uid, n, ro)
+    else:
+        ids, scores = _via_libreco(entry, uid, n, ro)
+    item_ids = entry.item_ids
+    if ro.scores:
+        return [(item_ids[i], float(s)) for i, s in zip(ids, scores)]
+    return [item_ids[i] for i in ids]
+
+
+def _user_row(entry, uid):
+    if uid is not None:
+        return entry.user_vecs[uid]
+    if entry.user_vecs.shape[0] > entry.n_users:
+        return entry.user_vecs[entry.n_users]
+    return entry.user_vecs.mean(axis=0)
+
+
+def _embed_top(entry, uvec, uid, n, ro):
+    raw = entry.item_vecs @ uvec  # fresh array: safe to mask in place
+    masked = False
+    if ro.filter_consumed and uid is not None:
+        raw[entry.consumed[uid]] = -np.inf
+        masked = True
+    if ro.exclude.size:
+        raw[ro.exclude] = -np.inf
+        masked = True
+    total = raw.shape[0]
+    avail = total - int(np.count_nonzero(np.isneginf(raw))) if masked else total
+    k = min(n, avail)
+    if k <= 0:
+        return [], []
+    if k < total:
+        top = np.argpartition(raw, total - k)[total - k:]
+    else:
+        top = np.arange(total)
+    top = top[np.argsort(-raw[top], kind="stable")]
+    ids = top.tolist()
+    return ids, (normalize_scores(entry, raw[top]) if ro.scores else None)
+
+
+def _popular(entry, n, ro, banned, taken=()):
+    """Most popular items not banned/excluded/already taken, up to n."""
+    skip = set(ro.exclude.tolist())
+    if banned:
+        skip |= banned
+    skip.update(taken)
+    ids = []
+    for i in entry.popular_list:
+        if i not in skip:
+            ids.append(i)
+            if len(ids) == n:
+                break
+    return ids, (entry.pop_score[ids] if ro.scores else None)
+
+
+def _via_libreco(entry, uid, n, ro):
+    model = entry.model
+    # Ask for enough to survive our filtering; libreco refuses n_rec > n_items.
+    want = min(entry.n_items, n + int(ro.exclude.size))
+    with entry.graph_ctx():
+        recs = model.recommend_user(
+            uid, want, cold_start="popular", inner_id=True,
+            filter_consumed=ro.filter_consumed, random_rec=False,
+        )
+    got = next(iter(recs.values())) if recs else []
+    banned = set(entry.consumed[uid].tolist()) if ro.filter_consumed else set()
+    banned.update(ro.exclude.tolist())
+    ids, seen = [], set()
+    for i in np.asarray(got).tolist():
+        if i in banned or i in seen:
+            continue
+        seen.add(i)
+        ids.append(i)
+        if len(ids) == n:
+            break
+    if len(ids) < n:  # memory-based models run out of neighbours: top up
+        more, _ = _popular(entry, n - len(ids), ro, banned, taken=seen)
+        ids.extend(more)
+    scores = _libreco_predict(entry, uid, ids) if ro.scores else None
+    return ids, scores
+
+
+def _libreco_predict(entry, uid, iids):
+    if not iids:
+        return []
+    with entry.graph_ctx():
+        out = entry.model.predict(
+            np.full(len(iids), uid), np.asarray(iids), inner_id=True
+        )
+    return np.atleast_1d(np.asarray(out, dtype=np.float64))
+
+
+def predict(entry, user, items):
+    """Scores for (user, item) pairs, in the order of ``items``.
+
+    Unknown user or item: embedding models use the mean user / mean item
+    embedding (libreco's 'average' cold start, its default for these models);
+    other models return libreco's ``default_pred`` (the global mean rating for
+    the rating task, 0.0 for ranking), which is what their predict does too.
+    """
+    uid = entry.user_inner(user)
+    iids = [entry.item_inner(i) for i in items]
+    if not iids:
+        return []
+    if entry.kind == "embed":
+        uvec = _user_row(entry, uid)
+        mean_item = None
+        rows = []
+        for i in iids:
+            if i is None:
+                if mean_item is None:
+                    mean_item = entry.item_vecs.mean(axis=0)
+                rows.append(mean_item)
+            else:
+                rows.append(entry.item_vecs[i])
+        return normalize_scores(entry, np.asarray(rows) @ uvec).tolist()
+    default = float(entry.model.default_pred)
+    out = [default] * len(iids)
+    if uid is not None:
+        known = [(pos, i) for pos, i in enumerate(iids) if i is not None]
+        if known:
+            scores = _libreco_predict(entry, uid, [i for _, i in known])
+            for (pos, _), s in zip(known, scores):
+                out[pos] = float(s)
+    return out
+
+
+def similar_items(entry, item, n):
+    """Most similar items first, never the item itself.
+
+    Embedding models: cosine similarity of item embeddings (always ``n`` items
+    when the model has that many). ItemCF: its similarity matrix. Every other
+    model (UserCF, the Rust CF models and Swing, whose recfarm 0.2.1 objects
+    expose no similarities, and the scoring networks): cosine similarity of the
+    items' user sets in the training data. The last two only return items with a
+    positive similarity, so they may return fewer than ``n``.
+    """
+    iid = entry.item_inner(item)
+    if iid is None:
+        raise BadArg(f"similar_items: unknown item {item!r}")
+    if n == 0:
+        return []
+    if entry.kind == "embed":
+        unit = entry.item_unit()
+        sims = unit @ unit[iid]
+        sims[iid] = -np.inf
+        k = min(n, entry.n_items - 1)
+        if k <= 0:
+            return []
+        total = sims.shape[0]
+        top = np.argpartition(sims, total - k)[total - k:] if k < total else np.arange(total)
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return [(entry.item_ids[i], float(sims[i])) for i in top.tolist()]
+    if entry.algorithm == "ItemCF" and getattr(entry.model, "sim_matrix", None) is not None:
+        row = entry.model.sim_matrix[iid]
+        idx, vals = row.indices, row.data
+    else:
+        m, norms = entry.cooccurrence()
+        co = np.asarray((m @ m[iid].T).todense()).ravel() / (norms * norms[iid])
+        idx = np.flatnonzero(co > 0)
+        vals = co[idx]
+    keep = (idx != iid) & (vals > 0)
+    idx, vals = idx[keep], vals[keep]
+    order = np.lexsort((idx, -vals))[:n]
+    return [(entry.item_ids[i], float(vals[j])) for j, i in zip(order.tolist(), idx[order].tolist())]
+

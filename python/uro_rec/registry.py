@@ -1,0 +1,156 @@
+"""Loaded models (in memory) and saved versions (on disk).
+
+Layout: ``<model_dir>/<name>/<version>/`` with libreco's own files (prefix
+``model``) plus ``uro_meta.json``, our sidecar: algorithm, task, version and the
+exact user/item id lists. The sidecar exists because libreco's DataInfo keeps ids
+in numpy arrays: int64 ids come back as ``numpy.int64``, bignums and strings as
+pickled objects; our JSON lists give back exactly the Python ints and strs the
+model was trained with. A version is written to a hidden temp dir and renamed
+into place, so a crash never leaves a half-written version that ``latest`` picks.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+from .entry import Entry
+from .errors import BadArg, UnknownModel, internal
+from . import algorithms
+
+PREFIX = "model"
+META = "uro_meta.json"
+FORMAT = 1
+
+_state = {"model_dir": None}
+#: name -> Entry of every loaded model.
+MODELS = {}
+
+
+def configure(model_dir):
+    if isinstance(model_dir, bytes) or not isinstance(model_dir, str) or not model_dir:
+        raise BadArg(f"configure: model_dir must be a non-empty string, got {model_dir!r}")
+    os.makedirs(model_dir, exist_ok=True)
+    _state["model_dir"] = os.path.abspath(model_dir)
+
+
+def model_dir():
+    if _state["model_dir"] is None:
+        raise internal("configure/1 has not been called: no model directory")
+    return _state["model_dir"]
+
+
+def get(name):
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise UnknownModel(name) from None
+
+
+def put(entry):
+    """Register ``entry``, replacing (and releasing) any model of that name."""
+    old = MODELS.get(entry.name)
+    MODELS[entry.name] = entry
+    if old is not None and old is not entry:
+        release(old)
+
+
+def release(entry):
+    """Close a TF session now instead of whenever the GC gets to it."""
+    sess = getattr(entry.model, "sess", None)
+    if sess is not None:
+        try:
+            sess.close()
+        except Exception:  # a half-built model: nothing to free
+            pass
+
+
+def versions(name):
+    base = os.path.join(model_dir(), name)
+    if not os.path.isdir(base):
+        return []
+    return sorted(int(d) for d in os.listdir(base) if d.isdigit() and
+                  os.path.isfile(os.path.join(base, d, META)))
+
+
+def new_graph():
+    from libreco.tfops import tf  # tf.compat.v1 as libreco uses it
+
+    return tf.Graph()
+
+
+def save(entry):
+    """Write ``entry`` as the next version of its name; return (version, path)."""
+    import libreco
+
+    base = os.path.join(model_dir(), entry.name)
+    os.makedirs(base, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".saving-", dir=base)
+    try:
+        with entry.graph_ctx():
+            entry.data_info.save(tmp, PREFIX)
+            # inference_only: embeddings/variables needed to serve, not the
+            # optimiser state; every supported class accepts the keyword.
+            entry.model.save(tmp, PREFIX, inference_only=True)
+        meta = {
+            "format": FORMAT,
+            "algorithm": entry.algorithm,
+            "task": entry.task,
+            "libreco": libreco.__version__,
+            "user_ids": entry.user_ids,
+            "item_ids": entry.item_ids,
+        }
+        for _attempt in range(100):
+            existing = [int(d) for d in os.listdir(base) if d.isdigit()]
+            version = max(existing, default=0) + 1
+            meta["version"] = version
+            with open(os.path.join(tmp, META), "w", encoding="utf-8") as f:
+                json.dump(meta, f)
+            final = os.path.join(base, str(version))
+            try:
+                os.rename(tmp, final)  # fails if another writer took the number
+            except OSError:
+                if os.path.exists(final):
+                    continue
+                raise
+            return version, final
+        raise internal(f"save: could not allocate a version under {base}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load(name, version=None, path=None):
+    """Load a saved version (``None`` = latest) or an explicit directory."""
+    if path is not None:
+        directory = path
+        if not os.path.isfile(os.path.join(directory, META)):
+            raise BadArg(f"load: {directory} is not a saved uro_rec model (no {META})")
+    else:
+        vs = versions(name)
+        if not vs:
+            raise UnknownModel(name)
+        if version is None:
+            version = vs[-1]
+        elif version not in vs:
+            raise BadArg(
+                f"load: model {name} has no version {version}; saved versions: "
+                f"{', '.join(map(str, vs))}"
+            )
+        directory = os.path.join(model_dir(), name, str(version))
+    with open(os.path.join(directory, META), encoding="utf-8") as f:
+        meta = json.load(f)
+    algorithm = meta["algorithm"]
+    cls = algorithms.resolve(algorithm, "load")
+    from libreco.data import DataInfo
+
+    graph = new_graph()
+    try:
+        with graph.as_default():
+            data_info = DataInfo.load(directory, PREFIX)
+            model = cls.load(directory, PREFIX, data_info)
+    except (OSError, KeyError, ValueError) as e:
+        raise internal(f"load: could not read model files in {directory}: {e}") from e
+    return Entry(
+        name, algorithm, meta["task"], model, data_info, graph,
+        meta["user_ids"], meta["item_ids"], version=meta.get("version"), path=directory,
+    )

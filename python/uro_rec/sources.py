@@ -1,0 +1,169 @@
+"""Data sources -> pandas DataFrame with columns ``user, item, label[, time]``.
+
+A source is ``{rows, [{User, Item, Label} | {User, Item, Label, Time}, ...]}`` or
+``{csv, Path}`` (header ``user,item,label[,time]``). The tag may be an atom or a
+binary.
+
+Ids keep their type end to end: a model trained on integer ids answers with
+Python ints, one trained on strings with str. The frame therefore uses an int64
+column when every id fits, and an ``object`` column of Python ints when one does
+not (pandas would otherwise turn bignums into floats and lose digits). Mixing
+integer and string ids in one column is refused: libreco sorts the unique ids,
+which fails on mixed types, and the caller almost surely has a bug.
+"""
+import csv
+import os
+
+import numpy as np
+import pandas as pd
+
+from .errors import BadArg
+from .options import check_id
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def id_kind(values):
+    """'int' or 'str' for a homogeneous iterable of ids (empty -> 'int')."""
+    has_int = has_str = False
+    for v in values:
+        if isinstance(v, str):
+            has_str = True
+        else:
+            has_int = True
+        if has_int and has_str:
+            return "mixed"
+    return "str" if has_str else "int"
+
+
+def id_column(values, where, field):
+    """Build a column that keeps id values exact (see module doc)."""
+    kind = id_kind(values)
+    if kind == "mixed":
+        raise BadArg(
+            f"{where}: {field} ids mix integers and strings; use one type per column"
+        )
+    if kind == "int" and all(_I64_MIN <= v <= _I64_MAX for v in values):
+        return np.asarray(values, dtype=np.int64)
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = [str(v) if kind == "str" else int(v) for v in values]
+    return arr
+
+
+def _number(v, where, field):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise BadArg(f"{where}: {field} must be a number, got {v!r}")
+    return float(v)
+
+
+def _tag(source, where):
+    if not isinstance(source, tuple) or len(source) != 2 or not isinstance(source[0], str):
+        raise BadArg(
+            f"{where}: data source must be {{rows, [{{User, Item, Label}}...]}} or "
+            f"{{csv, Path}}, got {_short(source)}"
+        )
+    return str(source[0])
+
+
+def _short(x, limit=200):
+    s = repr(x)
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def from_rows(rows, where="data"):
+    if not isinstance(rows, (list, tuple)):
+        raise BadArg(f"{where}: rows must be a list of tuples, got {_short(rows)}")
+    if not rows:
+        raise BadArg(f"{where}: rows is empty")
+    users, items, labels, times = [], [], [], []
+    width = None
+    for i, row in enumerate(rows):
+        if not isinstance(row, (tuple, list)) or len(row) not in (3, 4):
+            raise BadArg(
+                f"{where}: row {i} must be {{User, Item, Label}} or "
+                f"{{User, Item, Label, Time}}, got {_short(row)}"
+            )
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            raise BadArg(f"{where}: row {i} has {len(row)} fields, earlier rows {width}")
+        users.append(check_id(row[0], where, f"row {i} user"))
+        items.append(check_id(row[1], where, f"row {i} item"))
+        labels.append(_number(row[2], where, f"row {i} label"))
+        if width == 4:
+            times.append(_number(row[3], where, f"row {i} time"))
+    return _frame(users, items, labels, times if width == 4 else None, where)
+
+
+def _frame(users, items, labels, times, where):
+    cols = {
+        "user": id_column(users, where, "user"),
+        "item": id_column(items, where, "item"),
+        "label": np.asarray(labels, dtype=np.float32),
+    }
+    if times is not None:
+        cols["time"] = np.asarray(times, dtype=np.float64)
+    return pd.DataFrame(cols)
+
+
+def _parse_id(text):
+    """CSV ids: an integer if the whole field is one, else the string itself."""
+    t = text.strip()
+    if t and (t.isdigit() or (t[0] in "+-" and t[1:].isdigit())):
+        return int(t)
+    return t
+
+
+def from_csv(path, where="data"):
+    if isinstance(path, bytes) or not isinstance(path, str):
+        raise BadArg(f"{where}: csv path must be a string, got {_short(path)}")
+    if not os.path.isfile(path):
+        raise BadArg(f"{where}: csv file {path} does not exist")
+    users, items, labels, times = [], [], [], []
+    # csv module rather than pandas.read_csv: read_csv would parse large ids as
+    # float and mix types per chunk; here every field is decided on its own.
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if header[:3] != ["user", "item", "label"] or len(header) not in (3, 4) or (
+            len(header) == 4 and header[3] != "time"
+        ):
+            raise BadArg(
+                f"{where}: csv {path} must have header user,item,label[,time], "
+                f"got {','.join(header)}"
+            )
+        has_time = len(header) == 4
+        for lineno, row in enumerate(reader, start=2):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise BadArg(f"{where}: csv {path} line {lineno} has {len(row)} fields")
+            try:
+                users.append(_parse_id(row[0]))
+                items.append(_parse_id(row[1]))
+                labels.append(float(row[2]))
+                if has_time:
+                    times.append(float(row[3]))
+            except ValueError:
+                raise BadArg(f"{where}: csv {path} line {lineno}: bad number in {row!r}") from None
+    if not users:
+        raise BadArg(f"{where}: csv {path} has no rows")
+    return _frame(users, items, labels, times if has_time else None, where)
+
+
+def load(source, where="data"):
+    """Any source -> DataFrame (user, item, label[, time])."""
+    tag = _tag(source, where)
+    if tag == "rows":
+        return from_rows(source[1], where)
+    if tag == "csv":
+        return from_csv(source[1], where)
+    raise BadArg(f"{where}: unknown data source type {tag!r}; expected rows or csv")
+
+
+def training_frame(df):
+    """Order by time when given (sequence models read each user's consumed
+    items in order) and keep only the columns DatasetPure wants."""
+    if "time" in df.columns:
+        df = df.sort_values("time", kind="stable")
+    return df[["user", "item", "label"]].reset_index(drop=True)
