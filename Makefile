@@ -33,9 +33,10 @@ CPPFLAGS += -I$(PY_INC) -I$(EI_ROOT)/include -I$(shell pg_config --includedir 2>
             -DURO_REC_DEFAULT_VENV='"$(VENV)"' -DURO_REC_DEFAULT_PYTHON_DIR='"$(TOP)/python"'
 LDLIBS_PY = -L$(PY_LIBDIR) -Wl,-rpath,$(PY_LIBDIR) -lpython$(PY_LDVER) -ldl -lm
 LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
+LDLIBS_PQ = -lpq
 
 PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybridge.c \
-            c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c
+            c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c c_src/db.c
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
@@ -61,7 +62,7 @@ build: priv/uro_recommender priv/echo_port
 
 priv/uro_recommender: $(PORT_SRC) $(HDRS) Makefile
 	@mkdir -p priv
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) $(LDLIBS_PY) $(LDLIBS_EI)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) $(LDLIBS_PY) $(LDLIBS_EI) $(LDLIBS_PQ)
 
 priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	@mkdir -p priv

@@ -46,14 +46,18 @@ static const char *run_fault(const struct call *call);
 
 /* Sorted only for the reader; lookup is linear over a dozen names. */
 static const struct command commands[] = {
+    {"apply_schema", 0, 1, run_in_python},
     {"echo", 1, 1, run_in_python},
     {"evaluate", 2, 3, run_in_python},
+    {"export", 1, 2, run_in_python},
     {"fault", 1, 1, run_fault},
     {"info", 0, 0, run_info},
     {"load", 1, 2, run_in_python},
-    {"models", 0, 0, run_in_python},
+    {"models", 0, 1, run_in_python},
+    {"observe", 2, 3, run_in_python},
     {"ping", 0, 0, run_ping},
     {"predict", 3, 3, run_in_python},
+    {"publish", 1, 2, run_in_python},
     {"recommend", 3, 4, run_in_python},
     {"recommend_many", 3, 4, run_in_python},
     {"save", 1, 1, run_in_python},

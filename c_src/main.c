@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "commands.h"
+#include "db.h"
 #include "deadline.h"
 #include "erlcmd.h"
 #include "frames.h"
@@ -46,6 +47,7 @@ struct options {
     char venv[PATH_MAX];
     char python_dir[PATH_MAX];
     char model_dir[PATH_MAX];
+    char database_url[4096];
     size_t max_frame;
     int check;
 };
@@ -78,6 +80,8 @@ static void usage(void)
         "  --venv DIR          the Python 3.11 virtualenv (env URO_REC_VENV; default %s)\n"
         "  --python-dir DIR    the directory holding the uro_rec package\n"
         "                      (env URO_REC_PYTHON_DIR; default ../python beside priv/)\n"
+        "  --database-url URL  libpq conninfo or URL of CockroachDB/PostgreSQL (env DATABASE_URL);\n"
+        "                      nothing connects until a database command needs it\n"
         "  --max-frame BYTES   larger request frames are dropped with {error, {too_large, _}}\n"
         "                      (env URO_REC_MAX_FRAME; default %u)\n"
         "  --check             self-test for a person: interpreter, LibRecommender, every model\n"
@@ -121,6 +125,8 @@ static void default_paths(struct options *o)
             snprintf(o->model_dir, PATH_MAX, "%.*s/.local/share/uro_recommender/models",
                      PATH_MAX - 64, getenv("HOME") ? getenv("HOME") : "/tmp");
     }
+    if ((env = getenv("DATABASE_URL")) && *env)
+        snprintf(o->database_url, sizeof(o->database_url), "%s", env);
     o->max_frame = DEFAULT_MAX_FRAME;
     if ((env = getenv("URO_REC_MAX_FRAME")) && *env)
         o->max_frame = strtoull(env, NULL, 10);
@@ -146,6 +152,8 @@ static int parse_args(int argc, char **argv, struct options *o)
             copy_path(o->venv, argv[++i]);
         } else if (value && strcmp(a, "--python-dir") == 0) {
             copy_path(o->python_dir, argv[++i]);
+        } else if (value && strcmp(a, "--database-url") == 0) {
+            snprintf(o->database_url, sizeof(o->database_url), "%s", argv[++i]);
         } else if (value && strcmp(a, "--max-frame") == 0) {
             o->max_frame = strtoull(argv[++i], NULL, 10);
         } else {
@@ -243,6 +251,7 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv, &o) < 0)
         return 2;
     max_frame_limit = o.max_frame;
+    db_configure(o.database_url);
     struct pybridge_config py = {o.venv, o.python_dir, o.model_dir};
     if (o.check)
         return check_main(&py);

@@ -3,13 +3,19 @@ decoded elements of the request tuple. Each validates its arguments (BadArg),
 delegates to the module that owns the work, and returns only encodable values
 (maps with Atom keys, lists, tuples, str, int, float).
 """
+import json
 import sys
+import time
+from importlib import metadata
+
+import numpy as np
 
 from . import recommend as rec
 from . import registry, sources
 from .errors import BadArg
 from .options import (
-    check_id, check_id_list, check_known, model_name, non_neg_int, normalize_opts,
+    check_id, check_id_list, check_known, choice, model_name, non_neg_int, normalize_opts,
+    pos_int,
 )
 from .port import A
 
@@ -25,12 +31,15 @@ def echo(term):
 
 
 def python_info():
-    import libreco
+    # The version from the package metadata: importing libreco would pull in TensorFlow
+    # and torch (seconds) just to answer info.
+    from . import db
 
     return {
         A("python"): sys.version.split()[0],
-        A("librecommender"): libreco.__version__,
+        A("librecommender"): metadata.version("LibRecommender"),
         A("models"): sorted(registry.MODELS),
+        A("database"): db.info(),
     }
 
 
@@ -88,7 +97,8 @@ def load(name, opts=None):
     where = "load"
     name = model_name(name, where)
     o = normalize_opts(opts, "load: opts")
-    check_known(o, ("version", "path"), where)
+    check_known(o, ("version", "path", "from"), where)
+    source = choice(o.get("from", "disk"), ("disk", "database"), where, "from")
     version = o.get("version", "latest")
     if isinstance(version, str) and str(version) == "latest":
         version = None
@@ -97,6 +107,12 @@ def load(name, opts=None):
     path = o.get("path")
     if path is not None and (isinstance(path, bytes) or not isinstance(path, str)):
         raise BadArg(f"load: path must be a string, got {path!r}")
+    if source == "database":
+        if path is not None:
+            raise BadArg("load: path and from => database exclude each other")
+        from . import db
+
+        version, _path = db.fetch(name, version, registry.model_dir())
     entry = registry.load(name, version, path)
     registry.put(entry)
     return {A("name"): name, A("version"): entry.version, A("algorithm"): entry.algorithm}
@@ -109,8 +125,19 @@ def unload(name):
     return A("ok")
 
 
-def models():
-    return [registry.MODELS[n].summary() for n in sorted(registry.MODELS)]
+def models(opts=None):
+    """Loaded models, or with ``from => database`` the versions the registry holds."""
+    o = normalize_opts(opts, "models: opts")
+    check_known(o, ("from",), "models")
+    if choice(o.get("from", "loaded"), ("loaded", "database"), "models", "from") == "loaded":
+        return [registry.MODELS[n].summary() for n in sorted(registry.MODELS)]
+    from . import db
+
+    return [
+        {A("name"): n, A("version"): v, A("algorithm"): a, A("n_users"): nu,
+         A("n_items"): ni, A("checksum"): c, A("bytes"): b}
+        for n, v, a, nu, ni, c, b in db.registry_versions()
+    ]
 
 
 def evaluate(name, source, opts=None):
@@ -123,3 +150,99 @@ def evaluate(name, source, opts=None):
     metrics, k = training.parse_metrics(entry.task, o, where)
     df = sources.load(source, "evaluate: data")
     return training.evaluate_frame(entry, df, metrics, k, where)
+
+
+def export(name, opts=None):
+    """Top-N lists for ``users`` (``all`` or a list) into a recommendations table, in
+    batches of ``batch_size`` rows, each batch one retried transaction."""
+    from . import db
+
+    where = "export"
+    entry = registry.get(model_name(name, where))
+    o = normalize_opts(opts, "export: opts")
+    check_known(o, ("users", "n", "table", "batch_size"), where)
+    users = o.get("users", "all")
+    if isinstance(users, str) and str(users) == "all":
+        users = entry.user_ids
+    else:
+        users = check_id_list(users, where, "users")
+    n = pos_int(o.get("n", 10), where, "n")
+    batch_size = pos_int(o.get("batch_size", 5000), where, "batch_size")
+    table = o.get("table", "uro_rec_recommendations")
+    ro = rec.parse_opts(entry, {"scores": True}, where)
+    started = time.perf_counter()
+    lists = ((u, rec.recommend(entry, u, n, ro)) for u in users)
+    rows, batches, retries = db.write_lists(entry.name, entry.version or 0, lists, table,
+                                            batch_size, where)
+    return {A("rows"): rows, A("batches"): batches, A("retries"): retries,
+            A("seconds"): time.perf_counter() - started}
+
+
+def publish(name, opts=None):
+    """Stores the loaded version of ``name`` (saved first if it never was) in the
+    database registry, so any port can ``load`` it ``from => database``."""
+    from . import db
+
+    where = "publish"
+    entry = registry.get(model_name(name, where))
+    check_known(normalize_opts(opts, "publish: opts"), (), where)
+    if entry.path is None:
+        entry.version, entry.path = registry.save(entry)
+    digest, total = db.publish(entry.name, entry.version, entry.algorithm, entry.n_users,
+                               entry.n_items, json.dumps(entry.metrics or {}), entry.path)
+    return {A("name"): entry.name, A("version"): entry.version, A("checksum"): digest,
+            A("bytes"): total}
+
+
+def apply_schema(directory=None):
+    """Creates the interactions, recommendations and registry tables (priv/sql/*.sql)."""
+    from . import db
+
+    if directory is not None and not isinstance(directory, str):
+        raise BadArg("apply_schema: directory must be a string")
+    return db.apply_schema(directory)
+
+
+def observe(name, events, opts=None):
+    """Interaction events ``{User, Item, Label, Time}`` (Time optional) take effect at once:
+    ``recommend`` stops returning what a user just consumed, without a retrain. With a
+    database configured (and ``store`` not false) they are also appended to the
+    interactions table (``table``, default uro_rec_interactions) in one statement."""
+    from . import db
+
+    where = "observe"
+    entry = registry.get(model_name(name, where))
+    o = normalize_opts(opts, "observe: opts")
+    check_known(o, ("store", "table"), where)
+    if not isinstance(events, list):
+        raise BadArg(f"observe: events must be a list of {{User, Item, Label, Time}}")
+    rows, by_user, unknown_items = [], {}, 0
+    now = time.time()
+    for k, ev in enumerate(events):
+        if not isinstance(ev, tuple) or len(ev) not in (3, 4):
+            raise BadArg(f"observe: event {k + 1} must be {{User, Item, Label[, Time]}}, got {ev!r}")
+        user = check_id(ev[0], where, "user")
+        item = check_id(ev[1], where, "item")
+        label, t = ev[2], ev[3] if len(ev) == 4 else now
+        for field, v in (("label", label), ("time", t)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise BadArg(f"observe: event {k + 1}: {field} must be a number, got {v!r}")
+        rows.append((user, item, float(label), float(t)))
+        inner = entry.item_inner(item)
+        if inner is None:
+            unknown_items += 1
+        else:
+            by_user.setdefault(user, []).append(inner)
+    for user, inners in by_user.items():
+        arr = np.asarray(inners, dtype=np.intp)
+        uid = entry.user_inner(user)
+        if uid is not None:
+            entry.consumed[uid] = np.union1d(entry.consumed[uid], arr)
+        else:
+            entry.observed[user] = np.union1d(entry.observed.get(user, arr[:0]), arr)
+    stored = 0
+    store = o.get("store", True)
+    if rows and store and db.info()[A("configured")]:
+        stored = db.append_events(rows, o.get("table", "uro_rec_interactions"))["affected"]
+    return {A("events"): len(rows), A("applied"): len(rows) - unknown_items,
+            A("unknown_items"): unknown_items, A("stored"): stored}

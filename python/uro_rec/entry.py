@@ -56,6 +56,10 @@ class Entry:
             self.item_vecs = np.ascontiguousarray(model.item_embeds_np[: self.n_items])
             width = int(getattr(model, "embed_size", self.item_vecs.shape[1]) or self.item_vecs.shape[1])
             self.embed_width = min(width, self.item_vecs.shape[1])
+        # Items seen after training ({observe, ...}) by users the model does not know:
+        # user -> sorted inner ids. Known users' observations go into self.consumed.
+        self.observed = {}
+        self.metrics = {}
         self._item_unit = None      # lazily: normalised item embeddings
         self._cooc = None           # lazily: item x user binary matrix + norms
 

@@ -75,11 +75,14 @@ def recommend(entry, user, n, ro):
         return []
     uid = entry.user_inner(user)
     if uid is None:
+        # What an unknown user was observed consuming since training ({observe, ...}).
+        seen = entry.observed.get(user) if ro.filter_consumed else None
         if ro.cold_start == "average" and entry.kind == "embed":
             # libreco's 'average': the mean user embedding (row n_users).
-            ids, scores = _embed_top(entry, _user_row(entry, None), None, n, ro)
+            ids, scores = _embed_top(entry, _user_row(entry, None), None, n, ro, extra=seen)
         else:
-            ids, scores = _popular(entry, n, ro, banned=None)
+            ids, scores = _popular(entry, n, ro,
+                                   banned=set(seen.tolist()) if seen is not None else None)
     elif entry.kind == "embed":
         ids, scores = _embed_top(entry, entry.user_vecs[uid], uid, n, ro)
     else:
@@ -98,11 +101,14 @@ def _user_row(entry, uid):
     return entry.user_vecs.mean(axis=0)
 
 
-def _embed_top(entry, uvec, uid, n, ro):
+def _embed_top(entry, uvec, uid, n, ro, extra=None):
     raw = entry.item_vecs @ uvec  # fresh array: safe to mask in place
     masked = False
     if ro.filter_consumed and uid is not None:
         raw[entry.consumed[uid]] = -np.inf
+        masked = True
+    if extra is not None and extra.size:
+        raw[extra] = -np.inf
         masked = True
     if ro.exclude.size:
         raw[ro.exclude] = -np.inf

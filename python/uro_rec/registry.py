@@ -98,6 +98,7 @@ def save(entry):
             "libreco": libreco.__version__,
             "user_ids": entry.user_ids,
             "item_ids": entry.item_ids,
+            "metrics": {str(k): float(v) for k, v in (entry.metrics or {}).items()},
         }
         for _attempt in range(100):
             existing = [int(d) for d in os.listdir(base) if d.isdigit()]
@@ -150,7 +151,9 @@ def load(name, version=None, path=None):
             model = cls.load(directory, PREFIX, data_info)
     except (OSError, KeyError, ValueError) as e:
         raise internal(f"load: could not read model files in {directory}: {e}") from e
-    return Entry(
+    entry = Entry(
         name, algorithm, meta["task"], model, data_info, graph,
         meta["user_ids"], meta["item_ids"], version=meta.get("version"), path=directory,
     )
+    entry.metrics = meta.get("metrics", {})
+    return entry

@@ -57,10 +57,10 @@ def _number(v, where, field):
 
 
 def _tag(source, where):
-    if not isinstance(source, tuple) or len(source) != 2 or not isinstance(source[0], str):
+    if not isinstance(source, tuple) or len(source) not in (2, 3) or not isinstance(source[0], str):
         raise BadArg(
-            f"{where}: data source must be {{rows, [{{User, Item, Label}}...]}} or "
-            f"{{csv, Path}}, got {_short(source)}"
+            f"{where}: data source must be {{rows, [{{User, Item, Label}}...]}}, "
+            f"{{csv, Path}} or {{sql, Query, Params}}, got {_short(source)}"
         )
     return str(source[0])
 
@@ -154,11 +154,19 @@ def from_csv(path, where="data"):
 def load(source, where="data"):
     """Any source -> DataFrame (user, item, label[, time])."""
     tag = _tag(source, where)
+    if tag in ("rows", "csv") and len(source) != 2:
+        raise BadArg(f"{where}: a {tag} source is a 2-tuple {{{tag}, ...}}")
     if tag == "rows":
         return from_rows(source[1], where)
     if tag == "csv":
         return from_csv(source[1], where)
-    raise BadArg(f"{where}: unknown data source type {tag!r}; expected rows or csv")
+    if tag == "sql":
+        if len(source) != 3:
+            raise BadArg(f"{where}: an SQL source is {{sql, Query, Params}}")
+        from . import db
+
+        return db.frame_from_sql(source[1], source[2], where)
+    raise BadArg(f"{where}: unknown data source type {tag!r}; expected rows, csv or sql")
 
 
 def training_frame(df):

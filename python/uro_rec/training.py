@@ -142,6 +142,7 @@ def train(name, spec):
     metrics = {}
     if ev is not None and test_df is not None and len(test_df):
         metrics = evaluate_frame(entry, test_df, ev[1], ev[2], "train: eval")
+    entry.metrics = metrics
     if save:
         entry.version, entry.path = registry.save(entry)
     registry.put(entry)
@@ -149,6 +150,7 @@ def train(name, spec):
         A("name"): name,
         A("version"): entry.version,
         A("algorithm"): algorithm,
+        A("task"): A(task),
         A("n_users"): entry.n_users,
         A("n_items"): entry.n_items,
         A("n_interactions"): entry.n_interactions,

@@ -1,0 +1,754 @@
+/*
+ * db.c: libpq for the port (see db.h).
+ *
+ * Connection. Lazy: the first database call connects. When the connection is lost the call
+ * that saw it fails with DatabaseError, and the next call reconnects; after a failed connect
+ * the next attempt waits 100 ms, doubling to 5 s, and calls inside that window fail at once
+ * with SQLSTATE 08001 rather than each paying a connect timeout.
+ *
+ * Streaming (db_columns). The query runs in single-row mode with binary results, so rows
+ * arrive one at a time and are appended to growing C arrays, one per column: the whole result
+ * is never buffered as text, and numeric columns never become one Python object per row (they
+ * reach Python as bytes that numpy wraps without copying). Text and UUID columns do become
+ * str objects, but through a small intern table, since ids repeat on every interaction.
+ *
+ * Transactions (db_transaction). CockroachDB runs SERIALIZABLE and asks clients to retry on
+ * SQLSTATE 40001. We retry the whole transaction (ROLLBACK, wait, BEGIN again), which is what
+ * both CockroachDB and PostgreSQL accept; the wait grows 10 ms, 20 ms, ... up to 1 s, with
+ * jitter, up to max_retries times.
+ */
+#include "db.h"
+
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "stats.h"
+
+/* Type OIDs (stable across PostgreSQL and CockroachDB). */
+#define OID_BOOL 16
+#define OID_BYTEA 17
+#define OID_NAME 19
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_TEXT 25
+#define OID_FLOAT4 700
+#define OID_FLOAT8 701
+#define OID_BPCHAR 1042
+#define OID_VARCHAR 1043
+#define OID_TIMESTAMP 1114
+#define OID_TIMESTAMPTZ 1184
+#define OID_NUMERIC 1700
+#define OID_UUID 2950
+
+static char *conninfo;
+static PGconn *conn;
+static uint64_t next_attempt_us;
+static uint64_t backoff_us;
+static PyObject *database_error;
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+static PyObject *raise_db(const char *sqlstate, const char *message)
+{
+    PyObject *args = Py_BuildValue("(ss)", sqlstate ? sqlstate : "XX000", message ? message : "");
+    if (args) {
+        PyErr_SetObject(database_error, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+static PyObject *raise_result(PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+    if (!state && conn && PQstatus(conn) == CONNECTION_BAD)
+        state = "08006"; /* connection failure */
+    return raise_db(state, msg && *msg ? msg : PQerrorMessage(conn));
+}
+
+/* ---- connection ----------------------------------------------------------------------------- */
+
+void db_configure(const char *info)
+{
+    free(conninfo);
+    conninfo = info && *info ? strdup(info) : NULL;
+}
+
+static void drop_connection(void)
+{
+    if (conn)
+        PQfinish(conn);
+    conn = NULL;
+}
+
+/* Returns a healthy connection, or NULL with DatabaseError set. */
+static PGconn *connection(void)
+{
+    if (conn && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE)
+        return conn;
+    drop_connection();
+    if (!conninfo)
+        return raise_db("08001", "no database configured: start the port with --database-url "
+                                 "or DATABASE_URL"), NULL;
+    uint64_t now = stats_now_us();
+    if (now < next_attempt_us)
+        return raise_db("08001", "database unreachable; next reconnect attempt after backoff"), NULL;
+    conn = PQconnectdb(conninfo);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
+        drop_connection();
+        backoff_us = backoff_us ? (backoff_us * 2 > 5000000 ? 5000000 : backoff_us * 2) : 100000;
+        next_attempt_us = now + backoff_us;
+        return raise_db("08001", msg), NULL;
+    }
+    backoff_us = 0;
+    next_attempt_us = 0;
+    /* Notices ("relation already exists, skipping") are not errors: keep them off stderr. */
+    PQsetNoticeProcessor(conn, NULL, NULL);
+    return conn;
+}
+
+/* ---- parameters: Python values as text (bytes as binary) ------------------------------------ */
+
+struct params {
+    int n;
+    char **values;
+    int *lengths;
+    int *formats;
+    PyObject **keep; /* owners of the value buffers */
+};
+
+static void free_params(struct params *p)
+{
+    for (int i = 0; i < p->n; i++)
+        Py_XDECREF(p->keep[i]);
+    PyMem_Free(p->values);
+    PyMem_Free(p->lengths);
+    PyMem_Free(p->formats);
+    PyMem_Free(p->keep);
+    memset(p, 0, sizeof(*p));
+}
+
+static PyObject *param_text(PyObject *v)
+{
+    if (v == Py_True)
+        return PyBytes_FromString("true");
+    if (v == Py_False)
+        return PyBytes_FromString("false");
+    if (PyUnicode_Check(v))
+        return PyUnicode_AsUTF8String(v);
+    if (PyBytes_Check(v)) {
+        Py_INCREF(v);
+        return v;
+    }
+    if (PyLong_Check(v) || PyFloat_Check(v)) {
+        PyObject *s = PyObject_Repr(v);
+        PyObject *b = s ? PyUnicode_AsUTF8String(s) : NULL;
+        Py_XDECREF(s);
+        return b;
+    }
+    PyErr_Format(PyExc_TypeError, "a query parameter must be a str, bytes, int, float, bool or "
+                                  "None, not %s", Py_TYPE(v)->tp_name);
+    return NULL;
+}
+
+static int build_params(PyObject *seq, struct params *p)
+{
+    memset(p, 0, sizeof(*p));
+    PyObject *fast = PySequence_Fast(seq, "query parameters must be a list");
+    if (!fast)
+        return -1;
+    p->n = (int)PySequence_Fast_GET_SIZE(fast);
+    size_t n = p->n ? (size_t)p->n : 1;
+    p->values = PyMem_Calloc(n, sizeof(char *));
+    p->lengths = PyMem_Calloc(n, sizeof(int));
+    p->formats = PyMem_Calloc(n, sizeof(int));
+    p->keep = PyMem_Calloc(n, sizeof(PyObject *));
+    if (!p->values || !p->lengths || !p->formats || !p->keep) {
+        Py_DECREF(fast);
+        free_params(p);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < p->n; i++) {
+        PyObject *v = PySequence_Fast_GET_ITEM(fast, i);
+        if (v == Py_None)
+            continue;
+        PyObject *b = param_text(v);
+        if (!b) {
+            Py_DECREF(fast);
+            free_params(p);
+            return -1;
+        }
+        p->keep[i] = b;
+        p->values[i] = PyBytes_AS_STRING(b);
+        p->lengths[i] = (int)PyBytes_GET_SIZE(b);
+        p->formats[i] = PyBytes_Check(v) ? 1 : 0;
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+/* ---- binary decoding -------------------------------------------------------------------------- */
+
+static int64_t be64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | (unsigned char)p[i];
+    return (int64_t)v;
+}
+
+static int32_t be32s(const char *p)
+{
+    return (int32_t)(((uint32_t)(unsigned char)p[0] << 24) | ((uint32_t)(unsigned char)p[1] << 16) |
+                     ((uint32_t)(unsigned char)p[2] << 8) | (unsigned char)p[3]);
+}
+
+static int16_t be16s(const char *p)
+{
+    return (int16_t)(((unsigned char)p[0] << 8) | (unsigned char)p[1]);
+}
+
+static double as_double(const char *p, int len, Oid type)
+{
+    if (type == OID_FLOAT8 && len == 8) {
+        int64_t bits = be64(p);
+        double d;
+        memcpy(&d, &bits, 8);
+        return d;
+    }
+    if (type == OID_FLOAT4 && len == 4) {
+        int32_t bits = be32s(p);
+        float f;
+        memcpy(&f, &bits, 4);
+        return f;
+    }
+    if (type == OID_NUMERIC && len >= 8) {
+        /* ndigits, weight, sign, dscale, then base-10000 digits */
+        int ndigits = be16s(p), weight = be16s(p + 2);
+        uint16_t sign = (uint16_t)be16s(p + 4);
+        if (sign == 0xC000)
+            return NAN;
+        double v = 0;
+        for (int i = 0; i < ndigits && 8 + 2 * i + 1 < len; i++)
+            v += be16s(p + 8 + 2 * i) * pow(10000.0, weight - i);
+        return sign == 0x4000 ? -v : v;
+    }
+    if (type == OID_INT8 && len == 8)
+        return (double)be64(p);
+    if (type == OID_INT4 && len == 4)
+        return be32s(p);
+    if (type == OID_INT2 && len == 2)
+        return be16s(p);
+    if (type == OID_BOOL && len == 1)
+        return p[0] ? 1.0 : 0.0;
+    return NAN;
+}
+
+static int64_t as_int64(const char *p, int len, Oid type)
+{
+    if (len == 8 && (type == OID_INT8 || type == OID_TIMESTAMP || type == OID_TIMESTAMPTZ))
+        return be64(p);
+    if (len == 4)
+        return be32s(p);
+    if (len == 2)
+        return be16s(p);
+    return 0;
+}
+
+/* ---- db_columns: streaming a result into typed columns ----------------------------------------- */
+
+enum column_kind { COL_INT64, COL_FLOAT64, COL_TIME, COL_TEXT };
+
+struct column {
+    enum column_kind kind;
+    Oid type;
+    char *data;       /* int64 or double values */
+    size_t cap;
+    PyObject *texts;  /* list, for COL_TEXT */
+    Py_ssize_t nulls;
+    Py_ssize_t first_null;
+};
+
+static enum column_kind kind_of(Oid type)
+{
+    switch (type) {
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+        return COL_INT64;
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+    case OID_NUMERIC:
+    case OID_BOOL:
+        return COL_FLOAT64;
+    case OID_TIMESTAMP:
+    case OID_TIMESTAMPTZ:
+        return COL_TIME;
+    default:
+        return COL_TEXT;
+    }
+}
+
+static PyObject *uuid_text(const char *p)
+{
+    static const char hex[] = "0123456789abcdef";
+    char s[36];
+    int o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            s[o++] = '-';
+        s[o++] = hex[((unsigned char)p[i]) >> 4];
+        s[o++] = hex[((unsigned char)p[i]) & 15];
+    }
+    return PyUnicode_FromStringAndSize(s, 36);
+}
+
+static PyObject *text_value(const char *p, int len, Oid type)
+{
+    if (type == OID_UUID && len == 16)
+        return uuid_text(p);
+    return PyUnicode_DecodeUTF8(p, len, "replace");
+}
+
+static int append_value(struct column *c, Py_ssize_t row, PGresult *res, int col, PyObject *interned)
+{
+    int is_null = PQgetisnull(res, 0, col);
+    if (is_null) {
+        if (!c->nulls++)
+            c->first_null = row;
+    }
+    const char *p = PQgetvalue(res, 0, col);
+    int len = PQgetlength(res, 0, col);
+    if (c->kind == COL_TEXT) {
+        PyObject *v;
+        if (is_null) {
+            v = Py_None;
+            Py_INCREF(v);
+        } else {
+            PyObject *fresh = text_value(p, len, c->type);
+            if (!fresh)
+                return -1;
+            v = PyDict_SetDefault(interned, fresh, fresh); /* borrowed */
+            Py_XINCREF(v);
+            Py_DECREF(fresh);
+            if (!v)
+                return -1;
+        }
+        int rc = PyList_Append(c->texts, v);
+        Py_DECREF(v);
+        return rc;
+    }
+    size_t need = (size_t)(row + 1) * 8;
+    if (need > c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 1 << 16;
+        char *grown = PyMem_Realloc(c->data, cap);
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->data = grown;
+        c->cap = cap;
+    }
+    char *slot = c->data + (size_t)row * 8;
+    if (c->kind == COL_FLOAT64) {
+        double d = is_null ? NAN : as_double(p, len, c->type);
+        memcpy(slot, &d, 8);
+    } else {
+        int64_t v = is_null ? 0 : as_int64(p, len, c->type);
+        if (c->kind == COL_TIME) /* microseconds since 2000-01-01 -> seconds since 1970 */
+            v = v / 1000000 + 946684800;
+        memcpy(slot, &v, 8);
+    }
+    return 0;
+}
+
+static void free_columns(struct column *cols, int n)
+{
+    for (int i = 0; i < n; i++) {
+        PyMem_Free(cols[i].data);
+        Py_XDECREF(cols[i].texts);
+    }
+    PyMem_Free(cols);
+}
+
+static const char *kind_name(enum column_kind k)
+{
+    return k == COL_INT64 ? "int64" : k == COL_FLOAT64 ? "float64" : k == COL_TIME ? "time" : "text";
+}
+
+static PyObject *columns_result(struct column *cols, int n, PGresult *first, Py_ssize_t rows)
+{
+    PyObject *names = PyList_New(n), *values = PyList_New(n);
+    if (!names || !values)
+        goto fail;
+    for (int i = 0; i < n; i++) {
+        PyList_SET_ITEM(names, i, PyUnicode_FromString(PQfname(first, i)));
+        PyObject *data = cols[i].kind == COL_TEXT
+                             ? (Py_INCREF(cols[i].texts), cols[i].texts)
+                             : PyBytes_FromStringAndSize(cols[i].data ? cols[i].data : "",
+                                                         (Py_ssize_t)rows * 8);
+        PyObject *col = Py_BuildValue("(sNnn)", kind_name(cols[i].kind), data, cols[i].nulls,
+                                      cols[i].nulls ? cols[i].first_null : (Py_ssize_t)-1);
+        if (!col)
+            goto fail;
+        PyList_SET_ITEM(values, i, col);
+    }
+    return Py_BuildValue("{sNsNsn}", "names", names, "columns", values, "rows", rows);
+fail:
+    Py_XDECREF(names);
+    Py_XDECREF(values);
+    return NULL;
+}
+
+/* Drains what is left of a failed or abandoned stream so the connection can be reused. */
+static void drain(PGconn *c)
+{
+    PGresult *r;
+    while ((r = PQgetResult(c)))
+        PQclear(r);
+}
+
+static PyObject *db_columns(PyObject *self, PyObject *args)
+{
+    (void)self;
+    const char *query;
+    PyObject *param_list;
+    if (!PyArg_ParseTuple(args, "sO", &query, &param_list))
+        return NULL;
+    struct params p;
+    if (build_params(param_list, &p) < 0)
+        return NULL;
+    PGconn *c = connection();
+    if (!c) {
+        free_params(&p);
+        return NULL;
+    }
+    int sent = PQsendQueryParams(c, query, p.n, NULL, (const char *const *)p.values, p.lengths,
+                                 p.formats, 1);
+    free_params(&p);
+    if (!sent || !PQsetSingleRowMode(c)) {
+        raise_result(NULL);
+        drain(c);
+        return NULL;
+    }
+
+    struct column *cols = NULL;
+    int ncols = 0;
+    Py_ssize_t rows = 0;
+    PyObject *interned = PyDict_New();
+    PGresult *first = NULL, *res;
+    PyObject *out = NULL;
+    int failed = !interned;
+    while (!failed && (res = PQgetResult(c))) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE) {
+            if (!cols) {
+                ncols = PQnfields(res);
+                cols = PyMem_Calloc(ncols ? (size_t)ncols : 1, sizeof(*cols));
+                failed = !cols;
+                for (int i = 0; !failed && i < ncols; i++) {
+                    cols[i].type = PQftype(res, i);
+                    cols[i].kind = kind_of(cols[i].type);
+                    if (cols[i].kind == COL_TEXT)
+                        failed = !(cols[i].texts = PyList_New(0));
+                }
+                first = res;
+            }
+            for (int i = 0; !failed && i < ncols; i++)
+                failed = append_value(&cols[i], rows, res, i, interned) < 0;
+            rows++;
+            if (res != first)
+                PQclear(res);
+        } else if (st == PGRES_TUPLES_OK) {
+            if (!first) { /* zero rows: the final result still names the columns */
+                ncols = PQnfields(res);
+                cols = PyMem_Calloc(ncols ? (size_t)ncols : 1, sizeof(*cols));
+                failed = !cols;
+                for (int i = 0; !failed && i < ncols; i++) {
+                    cols[i].type = PQftype(res, i);
+                    cols[i].kind = kind_of(cols[i].type);
+                    if (cols[i].kind == COL_TEXT)
+                        failed = !(cols[i].texts = PyList_New(0));
+                }
+                first = res;
+            } else {
+                PQclear(res);
+            }
+        } else {
+            raise_result(res);
+            PQclear(res);
+            failed = 1;
+        }
+    }
+    drain(c);
+    if (!failed)
+        out = columns_result(cols, ncols, first, rows);
+    if (first)
+        PQclear(first);
+    free_columns(cols, ncols);
+    Py_XDECREF(interned);
+    return out;
+}
+
+/* ---- db_execute: small queries, text results ------------------------------------------------------ */
+
+static PyObject *cell(PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        Py_RETURN_NONE;
+    const char *v = PQgetvalue(res, row, col);
+    switch (PQftype(res, col)) {
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+        return PyLong_FromString(v, NULL, 10);
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+    case OID_NUMERIC:
+        return PyFloat_FromDouble(strtod(v, NULL));
+    case OID_BOOL:
+        return PyBool_FromLong(v[0] == 't');
+    case OID_BYTEA: {
+        size_t n;
+        unsigned char *raw = PQunescapeBytea((const unsigned char *)v, &n);
+        if (!raw)
+            return PyErr_NoMemory();
+        PyObject *b = PyBytes_FromStringAndSize((const char *)raw, (Py_ssize_t)n);
+        PQfreemem(raw);
+        return b;
+    }
+    default:
+        return PyUnicode_DecodeUTF8(v, PQgetlength(res, row, col), "replace");
+    }
+}
+
+static PyObject *rows_of(PGresult *res)
+{
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+    PyObject *rows = PyList_New(nrows);
+    for (int r = 0; rows && r < nrows; r++) {
+        PyObject *t = PyTuple_New(ncols);
+        if (!t) {
+            Py_CLEAR(rows);
+            break;
+        }
+        for (int c = 0; c < ncols; c++) {
+            PyObject *v = cell(res, r, c);
+            if (!v) {
+                Py_DECREF(t);
+                Py_CLEAR(rows);
+                break;
+            }
+            PyTuple_SET_ITEM(t, c, v);
+        }
+        if (rows)
+            PyList_SET_ITEM(rows, r, t);
+    }
+    return rows;
+}
+
+/* Runs one statement; returns the PGresult (caller clears) or NULL with DatabaseError set. */
+static PGresult *run(PGconn *c, const char *query, PyObject *param_list)
+{
+    struct params p;
+    if (build_params(param_list, &p) < 0)
+        return NULL;
+    PGresult *res = PQexecParams(c, query, p.n, NULL, (const char *const *)p.values, p.lengths,
+                                 p.formats, 0);
+    free_params(&p);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        raise_result(res);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static PyObject *result_dict(PGresult *res)
+{
+    PyObject *rows = rows_of(res);
+    const char *affected = PQcmdTuples(res);
+    return rows ? Py_BuildValue("{sNsL}", "rows", rows, "affected",
+                                (long long)(affected && *affected ? atoll(affected) : 0))
+                : NULL;
+}
+
+static PyObject *db_execute(PyObject *self, PyObject *args)
+{
+    (void)self;
+    const char *query;
+    PyObject *param_list;
+    if (!PyArg_ParseTuple(args, "sO", &query, &param_list))
+        return NULL;
+    PGconn *c = connection();
+    if (!c)
+        return NULL;
+    PGresult *res = run(c, query, param_list);
+    if (!res)
+        return NULL;
+    PyObject *out = result_dict(res);
+    PQclear(res);
+    return out;
+}
+
+/* ---- db_transaction: statements in one transaction, retried on 40001 ------------------------------ */
+
+static int is_retryable(void)
+{
+    /* The pending DatabaseError's sqlstate: 40001 serialization failure, 40P01 deadlock. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    int retry = 0;
+    PyObject *args = value ? PyObject_GetAttrString(value, "args") : NULL;
+    if (args && PyTuple_Check(args) && PyTuple_GET_SIZE(args) >= 1) {
+        const char *state = PyUnicode_Check(PyTuple_GET_ITEM(args, 0))
+                                ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)) : "";
+        retry = state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0);
+    }
+    Py_XDECREF(args);
+    PyErr_Restore(type, value, tb);
+    return retry;
+}
+
+static void simple(PGconn *c, const char *sql)
+{
+    PQclear(PQexec(c, sql));
+}
+
+static void sleep_backoff(int attempt)
+{
+    long ms = 10L << (attempt < 7 ? attempt : 7);
+    if (ms > 1000)
+        ms = 1000;
+    ms += rand() % (ms / 2 + 1);
+    usleep((useconds_t)ms * 1000);
+}
+
+static PyObject *db_transaction(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *statements;
+    int max_retries = 20;
+    if (!PyArg_ParseTuple(args, "O|i", &statements, &max_retries))
+        return NULL;
+    PyObject *fast = PySequence_Fast(statements, "statements must be a list of (query, params)");
+    if (!fast)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    long long affected = 0;
+    PyObject *last_rows = NULL;
+    int retries = 0;
+    for (;;) {
+        PGconn *c = connection();
+        if (!c)
+            break;
+        simple(c, "BEGIN");
+        int ok = 1;
+        affected = 0;
+        Py_CLEAR(last_rows);
+        for (Py_ssize_t i = 0; ok && i < n; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+            const char *query;
+            PyObject *params;
+            if (!PyArg_ParseTuple(item, "sO", &query, &params)) {
+                ok = 0;
+                break;
+            }
+            PGresult *res = run(c, query, params);
+            if (!res) {
+                ok = 0;
+                break;
+            }
+            const char *a = PQcmdTuples(res);
+            affected += a && *a ? atoll(a) : 0;
+            if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+                Py_XDECREF(last_rows);
+                last_rows = rows_of(res);
+            }
+            PQclear(res);
+        }
+        if (ok) {
+            PGresult *res = PQexec(c, "COMMIT");
+            if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+                PQclear(res);
+                Py_DECREF(fast);
+                PyObject *rows = last_rows ? last_rows : PyList_New(0);
+                return Py_BuildValue("{sisLsN}", "retries", retries, "affected", affected,
+                                     "rows", rows);
+            }
+            raise_result(res);
+            PQclear(res);
+        }
+        if (PQstatus(c) == CONNECTION_OK)
+            simple(c, "ROLLBACK");
+        if (!PyErr_Occurred() || !is_retryable() || retries >= max_retries)
+            break;
+        PyErr_Clear();
+        sleep_backoff(retries++);
+    }
+    Py_XDECREF(last_rows);
+    Py_DECREF(fast);
+    if (!PyErr_Occurred())
+        raise_db("XX000", "transaction failed");
+    return NULL;
+}
+
+/* ---- db_info --------------------------------------------------------------------------------------- */
+
+static PyObject *db_info(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    int connected = conn && PQstatus(conn) == CONNECTION_OK;
+    PyObject *version = Py_None;
+    Py_INCREF(version);
+    if (connected) {
+        const char *v = PQparameterStatus(conn, "server_version");
+        if (v) {
+            Py_DECREF(version);
+            version = PyUnicode_FromString(v);
+        }
+    }
+    return Py_BuildValue("{sOsOsN}", "configured", conninfo ? Py_True : Py_False, "connected",
+                         connected ? Py_True : Py_False, "server_version", version);
+}
+
+static PyMethodDef db_methods[] = {
+    {"db_columns", db_columns, METH_VARARGS,
+     "db_columns(query, params) -> {names, columns: [(kind, data, nulls, first_null)], rows}"},
+    {"db_execute", db_execute, METH_VARARGS, "db_execute(query, params) -> {rows, affected}"},
+    {"db_transaction", db_transaction, METH_VARARGS,
+     "db_transaction([(query, params)], max_retries=20) -> {retries, affected, rows}"},
+    {"db_info", db_info, METH_NOARGS, "db_info() -> {configured, connected, server_version}"},
+    {NULL, NULL, 0, NULL},
+};
+
+int db_module_init(PyObject *module)
+{
+    if (!database_error) {
+        database_error = PyErr_NewExceptionWithDoc(
+            "_uro_port.DatabaseError", "A database failure: args are (sqlstate, message).",
+            PyExc_Exception, NULL);
+        if (!database_error)
+            return -1;
+    }
+    Py_INCREF(database_error);
+    if (PyModule_AddObject(module, "DatabaseError", database_error) < 0) {
+        Py_DECREF(database_error);
+        return -1;
+    }
+    return PyModule_AddFunctions(module, db_methods);
+}

@@ -1,0 +1,18 @@
+/*
+ * db.h: the database (CockroachDB in production, PostgreSQL in tests) through libpq.
+ *
+ * Owns the one connection, reconnection with backoff, the streaming of training data into
+ * typed columns, small queries, and transactions run in CockroachDB's retry protocol. Python
+ * reaches it through functions of _uro_port (db_columns, db_execute, db_transaction,
+ * db_info); failures raise _uro_port.DatabaseError(sqlstate, message).
+ */
+#ifndef URO_DB_H
+#define URO_DB_H
+
+#include "term.h"
+
+/* Remembers the conninfo (NULL or "" for none); nothing connects until a command needs it. */
+void db_configure(const char *conninfo);
+int db_module_init(PyObject *module);
+
+#endif
