@@ -64,6 +64,14 @@ TORCH_MODELS = {"NGCF", "LightGCN", "PinSage", "GraphSage"}
 
 def resolve(name, where="train"):
     """Algorithm name (str or atom) -> libreco class; BadArg/Unsupported otherwise."""
+    name = resolve_name(name, where)
+    import libreco.algorithms as algos  # slow import (TensorFlow): only when needed
+
+    return getattr(algos, name)
+
+
+def resolve_name(name, where="train"):
+    """Checks an algorithm name without importing libreco; returns it as a plain str."""
     if isinstance(name, bytes) or not isinstance(name, str):
         raise BadArg(f"{where}: algorithm must be a string or atom, got {name!r}")
     name = str(name)
@@ -73,9 +81,7 @@ def resolve(name, where="train"):
         raise BadArg(
             f"{where}: unknown algorithm {name!r}; supported: {', '.join(sorted(SUPPORTED))}"
         )
-    import libreco.algorithms as algos  # slow import (TensorFlow): only when needed
-
-    return getattr(algos, name)
+    return name
 
 
 def kind(name):

@@ -1,6 +1,9 @@
 """A loaded model plus everything precomputed to serve it fast.
 
-An :class:`Entry` is built once, after train or load, and then only read. It
+An :class:`Entry` is built once, after train or load, and then only read (but for
+``observe``, which adds to the consumed sets). An embedding model loaded from disk is
+built from its serving snapshot (serving.npz) without libreco, so a restarted port serves
+it in well under a second instead of after TensorFlow's and torch's imports. It
 holds the libreco model, its DataInfo and TF graph, our own id <-> inner-index
 maps (ids keep the exact Python type they were trained with), each user's
 consumed items as a sorted numpy array, the item popularity ranking used for
@@ -17,30 +20,94 @@ from . import algorithms
 class Entry:
     def __init__(self, name, algorithm, task, model, data_info, graph,
                  user_ids, item_ids, version=None, path=None):
+        self._set_identity(name, algorithm, task, user_ids, item_ids, version, path)
+        self._model, self._data_info, self._graph, self._loader = model, data_info, graph, None
+        self.n_users = int(data_info.n_users)
+        self.n_items = int(data_info.n_items)
+        self.n_interactions = int(len(data_info.interaction_data))
+        consumed = data_info.user_consumed or {}
+        self.consumed = [
+            np.unique(np.asarray(consumed.get(u, ()), dtype=np.intp))
+            for u in range(self.n_users)
+        ]
+        vecs = (model.user_embeds_np, model.item_embeds_np) if self.kind == "embed" else None
+        bounds = (getattr(model, "lower_bound", None), getattr(model, "upper_bound", None))
+        width = getattr(model, "embed_size", None)
+        self._finish(vecs, width, bounds)
+
+    @classmethod
+    def from_snapshot(cls, name, algorithm, task, user_ids, item_ids, snapshot, loader,
+                      version=None, path=None):
+        """An embedding model served from its saved matrices alone. libreco (and with it
+        TensorFlow and torch, seconds to import) is loaded by ``loader`` only if something
+        needs the model object itself, such as saving it again."""
+        self = cls.__new__(cls)
+        self._set_identity(name, algorithm, task, user_ids, item_ids, version, path)
+        self._model = self._data_info = self._graph = None
+        self._loader = loader
+        self.n_users = len(self.user_ids)
+        self.n_items = len(self.item_ids)
+        self.n_interactions = int(snapshot["n_interactions"])
+        indptr, indices = snapshot["consumed_indptr"], snapshot["consumed_indices"]
+        self.consumed = [indices[indptr[u]:indptr[u + 1]].astype(np.intp)
+                         for u in range(self.n_users)]
+        bounds = tuple(float(b) for b in snapshot["bounds"]) if snapshot["bounds"].size else (None, None)
+        self._finish((snapshot["user_vecs"], snapshot["item_vecs"]),
+                     int(snapshot["embed_width"]), bounds)
+        return self
+
+    def snapshot_arrays(self):
+        """What :meth:`from_snapshot` needs, for an embedding model (saved beside libreco's
+        own files as serving.npz)."""
+        lengths = np.fromiter((len(c) for c in self.consumed), dtype=np.int64, count=self.n_users)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        indices = (np.concatenate(self.consumed) if self.consumed else np.empty(0)).astype(np.int64)
+        lo, hi = self.bounds
+        return {
+            "user_vecs": self.user_vecs, "item_vecs": self.item_vecs,
+            "embed_width": np.int64(self.embed_width),
+            "n_interactions": np.int64(self.n_interactions),
+            "consumed_indptr": indptr, "consumed_indices": indices,
+            "bounds": np.asarray([lo, hi], dtype=np.float64) if lo is not None else np.empty(0),
+        }
+
+    # -- the libreco objects, loaded on first use for snapshot entries --------------
+    def _load_model(self):
+        if self._model is None and self._loader is not None:
+            self._model, self._data_info, self._graph = self._loader()
+            self._loader = None
+        return self._model
+
+    @property
+    def model(self):
+        return self._load_model()
+
+    @property
+    def data_info(self):
+        self._load_model()
+        return self._data_info
+
+    @property
+    def graph(self):
+        self._load_model()
+        return self._graph
+
+    def _set_identity(self, name, algorithm, task, user_ids, item_ids, version, path):
         self.name = name
         self.algorithm = algorithm
         self.task = task
-        self.model = model
-        self.data_info = data_info
-        self.graph = graph
         self.version = version
         self.path = path
         self.kind = algorithms.kind(algorithm)
-        self.n_users = int(data_info.n_users)
-        self.n_items = int(data_info.n_items)
         # Python lists, not numpy arrays: indexing a list gives back the exact
         # Python int/str we were trained with, and is faster per element.
         self.user_ids = list(user_ids)
         self.item_ids = list(item_ids)
         self.user_index = {u: i for i, u in enumerate(self.user_ids)}
         self.item_index = {it: i for i, it in enumerate(self.item_ids)}
-        self.n_interactions = int(len(data_info.interaction_data))
 
-        consumed = data_info.user_consumed or {}
-        self.consumed = [
-            np.unique(np.asarray(consumed.get(u, ()), dtype=np.intp))
-            for u in range(self.n_users)
-        ]
+    def _finish(self, vecs, width, bounds):
+        self.bounds = bounds
         flat = np.concatenate(self.consumed) if self.consumed else np.empty(0, np.intp)
         counts = np.bincount(flat, minlength=self.n_items).astype(np.float64)
         # Most interacted-with first (distinct users), ties by inner index, so
@@ -52,9 +119,9 @@ class Entry:
         if self.kind == "embed":
             # Row n_users is libreco's out-of-vocabulary row: the mean user
             # embedding, i.e. the 'average' cold-start user.
-            self.user_vecs = np.ascontiguousarray(model.user_embeds_np)
-            self.item_vecs = np.ascontiguousarray(model.item_embeds_np[: self.n_items])
-            width = int(getattr(model, "embed_size", self.item_vecs.shape[1]) or self.item_vecs.shape[1])
+            self.user_vecs = np.ascontiguousarray(vecs[0])
+            self.item_vecs = np.ascontiguousarray(vecs[1][: self.n_items])
+            width = int(width or self.item_vecs.shape[1])
             self.embed_width = min(width, self.item_vecs.shape[1])
         # Items seen after training ({observe, ...}) by users the model does not know:
         # user -> sorted inner ids. Known users' observations go into self.consumed.
@@ -65,7 +132,8 @@ class Entry:
 
     def graph_ctx(self):
         """TF1 models must be built, saved and run in their own graph."""
-        return self.graph.as_default() if self.graph is not None else contextlib.nullcontext()
+        graph = self.graph
+        return graph.as_default() if graph is not None else contextlib.nullcontext()
 
     def summary(self):
         from .port import A

@@ -66,8 +66,8 @@ def normalize_scores(entry, raw):
     raw = np.asarray(raw, dtype=np.float64)
     if entry.task == "ranking":
         return expit(raw)
-    model = entry.model
-    return np.clip(raw, model.lower_bound, model.upper_bound)
+    lo, hi = entry.bounds
+    return np.clip(raw, lo, hi)
 
 
 def recommend(entry, user, n, ro):

@@ -13,12 +13,15 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
+
 from .entry import Entry
 from .errors import BadArg, UnknownModel, internal
 from . import algorithms
 
 PREFIX = "model"
 META = "uro_meta.json"
+SNAPSHOT = "serving.npz"
 FORMAT = 1
 
 _state = {"model_dir": None}
@@ -56,7 +59,8 @@ def put(entry):
 
 def release(entry):
     """Close a TF session now instead of whenever the GC gets to it."""
-    sess = getattr(entry.model, "sess", None)
+    # entry._model, not entry.model: releasing must not load a model that was never needed.
+    sess = getattr(entry._model, "sess", None)
     if sess is not None:
         try:
             sess.close()
@@ -91,6 +95,8 @@ def save(entry):
             # inference_only: embeddings/variables needed to serve, not the
             # optimiser state; every supported class accepts the keyword.
             entry.model.save(tmp, PREFIX, inference_only=True)
+        if entry.kind == "embed":
+            np.savez(os.path.join(tmp, SNAPSHOT), **entry.snapshot_arrays())
         meta = {
             "format": FORMAT,
             "algorithm": entry.algorithm,
@@ -141,19 +147,33 @@ def load(name, version=None, path=None):
     with open(os.path.join(directory, META), encoding="utf-8") as f:
         meta = json.load(f)
     algorithm = meta["algorithm"]
-    cls = algorithms.resolve(algorithm, "load")
-    from libreco.data import DataInfo
+    algorithms.resolve_name(algorithm, "load")
 
-    graph = new_graph()
-    try:
-        with graph.as_default():
-            data_info = DataInfo.load(directory, PREFIX)
-            model = cls.load(directory, PREFIX, data_info)
-    except (OSError, KeyError, ValueError) as e:
-        raise internal(f"load: could not read model files in {directory}: {e}") from e
-    entry = Entry(
-        name, algorithm, meta["task"], model, data_info, graph,
-        meta["user_ids"], meta["item_ids"], version=meta.get("version"), path=directory,
-    )
+    def load_libreco():
+        cls = algorithms.resolve(algorithm, "load")
+        from libreco.data import DataInfo
+
+        graph = new_graph()
+        try:
+            with graph.as_default():
+                data_info = DataInfo.load(directory, PREFIX)
+                model = cls.load(directory, PREFIX, data_info)
+        except (OSError, KeyError, ValueError) as e:
+            raise internal(f"load: could not read model files in {directory}: {e}") from e
+        return model, data_info, graph
+
+    snapshot = os.path.join(directory, SNAPSHOT)
+    if algorithms.kind(algorithm) == "embed" and os.path.isfile(snapshot):
+        with np.load(snapshot) as snap:
+            entry = Entry.from_snapshot(
+                name, algorithm, meta["task"], meta["user_ids"], meta["item_ids"],
+                {k: snap[k] for k in snap.files}, load_libreco,
+                version=meta.get("version"), path=directory)
+    else:
+        model, data_info, graph = load_libreco()
+        entry = Entry(
+            name, algorithm, meta["task"], model, data_info, graph,
+            meta["user_ids"], meta["item_ids"], version=meta.get("version"), path=directory,
+        )
     entry.metrics = meta.get("metrics", {})
     return entry

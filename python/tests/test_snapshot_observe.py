@@ -1,0 +1,53 @@
+"""Serving snapshots (embedding models load without libreco) and observe."""
+import subprocess
+import sys
+import textwrap
+
+from conftest import consumed_of, train_capturing
+
+from uro_rec import commands
+
+
+def test_embedding_model_loads_in_a_fresh_process_without_tensorflow(model_dir, rows):
+    train_capturing("snap_als", {"algorithm": "ALS", "data": ("rows", rows),
+                                 "params": {"n_epochs": 2}})
+    users = sorted({r[0] for r in rows})[:8] + [10**9]  # and one unknown user
+    before = [commands.recommend("snap_als", u, 5, {"scores": True}) for u in users]
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {sys.path[0]!r})
+        from uro_rec import commands
+        commands.configure({model_dir!r})
+        commands.load("snap_als")
+        print(repr([commands.recommend("snap_als", u, 5, {{"scores": True}}) for u in {users!r}]))
+        print("tensorflow" in sys.modules, "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    lines = out.stdout.splitlines()
+    assert lines, out.stderr[-3000:]
+    assert lines[0] == repr(before)
+    assert lines[1] == "False False"
+
+
+def test_observe_filters_what_a_user_just_consumed(model_dir, rows):
+    train_capturing("obs_als", {"algorithm": "ALS", "data": ("rows", rows),
+                                "params": {"n_epochs": 1}})
+    user = rows[0][0]
+    top = commands.recommend("obs_als", user, 3, None)
+    reply = commands.observe("obs_als", [(user, top[0], 1.0, 1700000000.0)])
+    assert reply["applied"] == 1 and reply["stored"] == 0
+    after = commands.recommend("obs_als", user, 3, None)
+    assert top[0] not in after and len(after) == 3
+    assert not consumed_of(rows, user) & set(after)
+
+    # an unknown user's observations filter their cold-start list too
+    stranger = 10**12
+    cold = commands.recommend("obs_als", stranger, 4, None)
+    commands.observe("obs_als", [(stranger, cold[1], 1.0)])
+    again = commands.recommend("obs_als", stranger, 4, None)
+    assert cold[1] not in again and len(again) == 4
+
+    # unknown items are counted, not an error
+    reply = commands.observe("obs_als", [(user, "no-such-item", 1.0, 0)])
+    assert reply["unknown_items"] == 1 and reply["applied"] == 0
