@@ -33,7 +33,7 @@ CPPFLAGS += -I$(PY_INC) -I$(EI_ROOT)/include -I$(shell pg_config --includedir 2>
             -DURO_REC_DEFAULT_VENV='"$(VENV)"' -DURO_REC_DEFAULT_PYTHON_DIR='"$(TOP)/python"'
 LDLIBS_PY = -L$(PY_LIBDIR) -Wl,-rpath,$(PY_LIBDIR) -lpython$(PY_LDVER) -ldl -lm
 LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
-LDLIBS_PQ = -lpq
+LDLIBS_PQ = -lpq -lz
 
 PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybridge.c \
             c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c c_src/db.c

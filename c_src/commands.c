@@ -16,6 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
+
+#define COMPRESSED_TAG 80
+#define VERSION_MAGIC 131
 
 #define MAX_COMMAND_NAME 64
 
@@ -310,8 +314,62 @@ static const char *dispatch(const struct call *call)
     return cmd->run(call);
 }
 
+static size_t frame_limit = 64u << 20;
+
+void commands_set_frame_limit(size_t limit)
+{
+    frame_limit = limit;
+}
+
+/* term_to_binary(T, [compressed]) is <<131, 80, Size:32, ZlibData>>. Inflates it into a plain
+ * <<131, Term>> frame in *out (caller frees). Returns 0, or -1 with why set. The size the
+ * sender claims is checked against the frame limit before anything is allocated. */
+static int inflate_frame(const char *frame, size_t len, char **out, size_t *out_len,
+                         const char **why)
+{
+    const unsigned char *p = (const unsigned char *)frame;
+    if (len < 6) {
+        *why = "truncated compressed term";
+        return -1;
+    }
+    uLongf size = ((uLongf)p[2] << 24) | ((uLongf)p[3] << 16) | ((uLongf)p[4] << 8) | p[5];
+    if (size + 1 > frame_limit) {
+        *why = "compressed term inflates past the frame limit";
+        return -1;
+    }
+    char *buf = malloc(size + 1);
+    if (!buf) {
+        *why = "out of memory inflating a compressed term";
+        return -1;
+    }
+    buf[0] = (char)VERSION_MAGIC;
+    uLongf got = size;
+    if (uncompress((Bytef *)buf + 1, &got, p + 6, (uLong)(len - 6)) != Z_OK || got != size) {
+        free(buf);
+        *why = "compressed term does not inflate to its stated size";
+        return -1;
+    }
+    *out = buf;
+    *out_len = size + 1;
+    return 0;
+}
+
 void commands_handle_frame(const char *frame, size_t len)
 {
+    if (len >= 2 && (unsigned char)frame[0] == VERSION_MAGIC &&
+        (unsigned char)frame[1] == COMPRESSED_TAG) {
+        char *plain;
+        size_t plain_len;
+        const char *why;
+        if (inflate_frame(frame, len, &plain, &plain_len, &why) < 0) {
+            stats_record("bad_frame", 0, frames_reply_error(NULL, 0, "bad_frame", "%s", why));
+            return;
+        }
+        commands_handle_frame(plain, plain_len);
+        free(plain);
+        return;
+    }
+
     uint64_t start = stats_now_us();
     struct term_error err = {0};
     struct call call;

@@ -10,6 +10,9 @@
 #include <stddef.h>
 
 void commands_handle_frame(const char *frame, size_t len);
+
+/* Compressed terms may not inflate past this (the --max-frame limit). */
+void commands_set_frame_limit(size_t limit);
 void commands_handle_too_large(size_t len, size_t limit);
 
 /* Python failed to start: commands that need it answer {error, {internal, Why}}. */

@@ -251,6 +251,7 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv, &o) < 0)
         return 2;
     max_frame_limit = o.max_frame;
+    commands_set_frame_limit(o.max_frame);
     db_configure(o.database_url);
     struct pybridge_config py = {o.venv, o.python_dir, o.model_dir};
     if (o.check)

@@ -1,0 +1,224 @@
+#!/usr/bin/env escript
+%% -*- erlang -*-
+%%! +pc unicode
+%%
+%% The model matrix: every algorithm uro_rec serves, trained through the port on a small
+%% seeded dataset, asked for recommendations, saved, loaded in a FRESH port process, asked
+%% again; the two answers must be equal (=:=).
+%%
+%%   escript test/matrix.escript PORT_EXE [ALGORITHM...]
+%%
+%% Prints a table (algorithm, train seconds, result) and `N passed, M failed`; exit status 1
+%% if any failed. Phase 1 trains every model in one port; phase 2 loads them all in a second,
+%% fresh port on the same model dir. A crashed port is replaced and the run goes on.
+-mode(compile).
+
+-define(TIMEOUT, 300000).
+-define(USERS, [1, 2, 3, 50, 120]).
+-define(N, 10).
+
+%% {Label, ModelName, Algorithm, Params}. BPR has two backends in libreco 1.5.2: TensorFlow
+%% (use_tf => true, the default) and a Cython/numpy one (use_tf => false).
+algorithms() ->
+    E = #{embed_size => 16},
+    [{"UserCF", "usercf", "UserCF", #{}},
+     {"ItemCF", "itemcf", "ItemCF", #{}},
+     {"RsUserCF", "rsusercf", "RsUserCF", #{}},
+     {"RsItemCF", "rsitemcf", "RsItemCF", #{}},
+     {"Swing", "swing", "Swing", #{}},
+     {"ALS", "als", "ALS", E#{n_epochs => 2}},
+     {"BPR (tf)", "bpr_tf", "BPR", E#{n_epochs => 2, use_tf => true}},
+     {"BPR (cython)", "bpr_cy", "BPR", E#{n_epochs => 2, use_tf => false}},
+     {"SVD", "svd", "SVD", E#{n_epochs => 2}},
+     {"SVDpp", "svdpp", "SVDpp", E#{n_epochs => 1}},
+     {"NCF", "ncf", "NCF", E#{n_epochs => 1, hidden_units => {32, 16}}},
+     {"Item2Vec", "item2vec", "Item2Vec", E#{n_epochs => 2, n_threads => 1}},
+     {"DeepWalk", "deepwalk", "DeepWalk", E#{n_epochs => 1, n_walks => 2, walk_length => 5,
+                                              n_threads => 1}},
+     {"NGCF", "ngcf", "NGCF", E#{n_epochs => 1, hidden_units => {16, 16}}},
+     {"LightGCN", "lightgcn", "LightGCN", E#{n_epochs => 1}},
+     {"PinSage", "pinsage", "PinSage", E#{n_epochs => 1}},
+     {"GraphSage", "graphsage", "GraphSage", E#{n_epochs => 1}},
+     {"RNN4Rec", "rnn4rec", "RNN4Rec", E#{n_epochs => 1}},
+     {"Caser", "caser", "Caser", E#{n_epochs => 1}},
+     {"WaveNet", "wavenet", "WaveNet", E#{n_epochs => 1}},
+     {"YouTubeRetrieval", "ytretrieval", "YouTubeRetrieval", E#{n_epochs => 1}},
+     {"TwoTower", "twotower", "TwoTower", E#{n_epochs => 1}},
+     {"YouTubeRanking", "ytranking", "YouTubeRanking", E#{n_epochs => 1}},
+     {"FM", "fm", "FM", E#{n_epochs => 1}},
+     {"WideDeep", "widedeep", "WideDeep", E#{n_epochs => 1}},
+     {"DeepFM", "deepfm", "DeepFM", E#{n_epochs => 1}},
+     {"AutoInt", "autoint", "AutoInt", E#{n_epochs => 1}},
+     {"DIN", "din", "DIN", E#{n_epochs => 1}},
+     {"Transformer", "transformer", "Transformer", E#{n_epochs => 1}},
+     {"SIM", "sim", "SIM", E#{n_epochs => 1}}].
+
+main([Exe | Only]) ->
+    T0 = erlang:monotonic_time(millisecond),
+    Algos = case Only of
+                [] -> algorithms();
+                _ -> [A || A = {L, _, Alg, _} <- algorithms(),
+                           lists:member(L, Only) orelse lists:member(Alg, Only)]
+            end,
+    Dir = filename:join("/tmp", "uro_matrix_" ++ os:getpid()),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    Rows = dataset(200, 150, 3000),
+    io:format("matrix: ~b algorithms, ~b users x ~b items x ~b interactions, model dir ~s~n",
+              [length(Algos), 200, 150, length(Rows), Dir]),
+    %% phase 1: train, recommend twice (in-process determinism), save (train saves)
+    {Trained, P1} = lists:mapfoldl(fun(A, P) -> train_one(Exe, Dir, Rows, A, P) end,
+                                   start(Exe, Dir), Algos),
+    stop(P1),
+    %% phase 2: a fresh process loads every saved model and answers again
+    {Results, P2} = lists:mapfoldl(fun(T, P) -> check_one(Exe, Dir, T, P) end,
+                                   start(Exe, Dir), Trained),
+    stop(P2),
+    os:cmd("rm -rf '" ++ Dir ++ "'"),
+    io:format("~n~-18s ~-14s  ~s~n", ["algorithm", "train s (wall)", "result"]),
+    io:format("~s~n", [lists:duplicate(78, $-)]),
+    lists:foreach(fun({Label, Secs, Res}) ->
+                          io:format("~-18s ~-14s  ~ts~n", [Label, fmt_secs(Secs), show(Res)])
+                  end, Results),
+    Failed = length([x || {_, _, {fail, _}} <- Results]),
+    Passed = length(Results) - Failed,
+    io:format("~nwall time ~.1f s~n", [(erlang:monotonic_time(millisecond) - T0) / 1000]),
+    io:format("~b passed, ~b failed~n", [Passed, Failed]),
+    halt(if Failed =:= 0 -> 0; true -> 1 end);
+main(_) ->
+    io:format("usage: matrix.escript PORT_EXE [ALGORITHM...]~n"),
+    halt(2).
+
+fmt_secs(undefined) -> "-";
+fmt_secs({S, W}) -> io_lib:format("~.2f (~.1f)", [S, W]).
+
+show({pass, Note}) -> "pass" ++ Note;
+show({fail, Why}) -> "FAIL " ++ lists:flatten(Why).
+
+train_one(Exe, Dir, Rows, {Label, Name, Algo, Params}, P0) ->
+    P = ensure(Exe, Dir, P0),
+    Spec = #{algorithm => list_to_binary(Algo), data => {rows, Rows}, params => Params},
+    io:format("  train ~-18s", [Label]),
+    T0 = erlang:monotonic_time(millisecond),
+    case call(P, {train, list_to_binary(Name), Spec}) of
+        {ok, #{seconds := Secs, version := V}} when is_integer(V) ->
+            Wall = (erlang:monotonic_time(millisecond) - T0) / 1000,
+            R1 = recs(P, Name),
+            R2 = recs(P, Name),
+            io:format(" ~6.2f s (wall ~.2f)~n", [Secs, Wall]),
+            {{Label, Name, {Secs, Wall}, {trained, R1, R2}}, P};
+        Other ->
+            io:format(" failed~n"),
+            {{Label, Name, undefined, {fail, io_lib:format("train: ~0tp", [Other])}}, P}
+    end.
+
+check_one(_Exe, _Dir, {Label, _Name, Secs, {fail, Why}}, P) ->
+    {{Label, Secs, {fail, Why}}, P};
+check_one(Exe, Dir, {Label, Name, Secs, {trained, R1, R2}}, P0) ->
+    P = ensure(Exe, Dir, P0),
+    Res = case call(P, {load, list_to_binary(Name), #{version => latest}}) of
+              {ok, #{version := _}} ->
+                  R3 = recs(P, Name),
+                  verdict(R1, R2, R3);
+              Other ->
+                  {fail, io_lib:format("load: ~0tp", [Other])}
+          end,
+    call(P, {unload, list_to_binary(Name)}),
+    {{Label, Secs, Res}, P}.
+
+%% R1, R2: two answers of the training process; R3: the fresh process's after load.
+verdict(R1, R2, R3) ->
+    case {ok_recs(R1), R1 =:= R2, R3 =:= R1} of
+        {false, _, _} -> {fail, io_lib:format("recommend: ~0tp", [R1])};
+        {true, _, true} -> {pass, ""};
+        {true, false, false} ->
+            {fail, "inference not deterministic (two calls in one process differ): "
+             ++ diff(R1, R2)};
+        {true, true, false} ->
+            {fail, "after load: " ++ diff(R1, R3)}
+    end.
+
+ok_recs(Rs) ->
+    lists:all(fun({_U, {ok, L}}) -> is_list(L) andalso length(L) =:= ?N;
+                 (_) -> false end, Rs).
+
+diff(A, B) ->
+    [{U, X, Y} | _] = [{U, X, Y} || {{U, X}, {U, Y}} <- lists:zip(A, B), X =/= Y],
+    lists:flatten(io_lib:format("user ~p: ~0tp vs ~0tp", [U, X, Y])).
+
+recs(P, Name) ->
+    [{U, call(P, {recommend, list_to_binary(Name), U, ?N, #{}})} || U <- ?USERS ++ [999999]].
+
+%% ---- data -------------------------------------------------------------------------------------
+
+%% Deterministic: rand seeded; item popularity ~ 1/rank (power law, items shuffled so that
+%% popularity is not the id order); every user gets interactions; pairs unique; Time = row.
+dataset(NUsers, NItems, N) ->
+    rand:seed(exsss, {17, 42, 4711}),
+    Perm = [I || {_, I} <- lists:sort([{rand:uniform(), I} || I <- lists:seq(1, NItems)])],
+    Weights = [1 / R || R <- lists:seq(1, NItems)],
+    Total = lists:sum(Weights),
+    {Cum, _} = lists:mapfoldl(fun(W, Acc) -> {Acc + W / Total, Acc + W / Total} end, 0, Weights),
+    Table = list_to_tuple(lists:zip(Cum, Perm)),
+    %% first a round of one interaction per user, then random users
+    Users = lists:seq(1, NUsers) ++ [rand:uniform(NUsers) || _ <- lists:seq(1, 4 * N)],
+    pick(Users, Table, N, #{}, []).
+
+pick(_, _, 0, _, Acc) -> lists:reverse(Acc);
+pick([], _, _, _, Acc) -> lists:reverse(Acc);
+pick([U | Us], Table, Left, Seen, Acc) ->
+    I = sample(Table, rand:uniform()),
+    case maps:is_key({U, I}, Seen) of
+        true -> pick(Us, Table, Left, Seen, Acc);
+        false ->
+            T = 1700000000 + length(Acc) * 60,
+            pick(Us, Table, Left - 1, Seen#{{U, I} => true}, [{U, I, 1, T} | Acc])
+    end.
+
+%% binary search in the cumulative distribution
+sample(Table, X) -> sample(Table, X, 1, tuple_size(Table)).
+sample(Table, _X, Lo, Lo) -> element(2, element(Lo, Table));
+sample(Table, X, Lo, Hi) ->
+    Mid = (Lo + Hi) div 2,
+    case element(1, element(Mid, Table)) >= X of
+        true -> sample(Table, X, Lo, Mid);
+        false -> sample(Table, X, Mid + 1, Hi)
+    end.
+
+%% ---- port client ------------------------------------------------------------------------------
+
+start(Exe, Dir) ->
+    open_port({spawn_executable, Exe},
+              [binary, {packet, 4}, exit_status, {args, ["--model-dir", Dir]}]).
+
+ensure(Exe, Dir, P) ->
+    case erlang:port_info(P) of
+        undefined -> io:format("  (port died: starting a new one)~n"), start(Exe, Dir);
+        _ -> P
+    end.
+
+stop(P) -> catch port_close(P), ok.
+
+call(P, Cmd) ->
+    Ref = make_ref(),
+    try port_command(P, term_to_binary({call, Ref, Cmd})) of
+        true -> await(P, Ref)
+    catch error:badarg -> {error, {port_closed, Cmd}}
+    end.
+
+await(P, Ref) ->
+    receive
+        {P, {data, Bin}} ->
+            case binary_to_term(Bin) of
+                {reply, Ref, Reply} -> Reply;
+                {reply, Other, Reply} -> {error, {ref_mismatch, Other, Reply}};
+                {log, error, Msg} -> io:format("~n    [port error log] ~ts~n", [Msg]), await(P, Ref);
+                {log, _, _} -> await(P, Ref);
+                {event, _, _} -> await(P, Ref)
+            end;
+        {P, {exit_status, S}} ->
+            catch port_close(P),
+            {error, {port_exited, S}}
+    after ?TIMEOUT ->
+            catch port_close(P),
+            {error, timeout}
+    end.
