@@ -162,6 +162,8 @@ def _check_param_type(algorithm, key, value, default, where):
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer")
+        if default > 0 and value <= 0:  # sizes, counts, epochs: zero trains nothing useful
+            raise bad("a positive integer")
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
