@@ -146,10 +146,36 @@ defmodule UroRecommender.Pool do
     index
   end
 
-  @doc "Sends `command` to the least-busy serving port."
+  # Commands that only read a model: safe to send again to another port.
+  @read_only [:recommend, :recommend_many, :predict, :similar_items, :ping, :echo, :info, :models]
+
+  @doc """
+  Sends `command` to the least-busy serving port. A read-only command whose port died
+  under it (another call crashed the interpreter while this one waited in its queue) is
+  sent once more, to the other ports first, so one crash fails only the call that caused
+  it.
+  """
   @spec call(pool(), term(), keyword()) :: Port.reply()
   def call(pool, command, opts \\ []) do
-    Port.call(port_name(pool, pick(pool)), command, opts)
+    index = pick(pool)
+
+    case Port.call(port_name(pool, index), command, opts) do
+      {:error, {down, _}} = error when down in [:port_exited, :port_down] ->
+        if read_only?(command), do: retry_elsewhere(pool, index, command, opts), else: error
+
+      reply ->
+        reply
+    end
+  end
+
+  defp read_only?(command) when is_atom(command), do: command in @read_only
+  defp read_only?(command) when is_tuple(command), do: elem(command, 0) in @read_only
+  defp read_only?(_), do: false
+
+  defp retry_elsewhere(pool, failed, command, opts) do
+    size = size(pool)
+    index = if size > 1, do: rem(failed, size) + 1, else: failed
+    Port.call(port_name(pool, index), command, opts)
   end
 
   @doc """
