@@ -50,7 +50,7 @@ test: setup
 	@$(MAKE) --no-print-directory test-all
 demo: setup
 	@$(MAKE) --no-print-directory build
-	escript bench/demo.escript priv/uro_recommender $(PYTHON)
+	bash scripts/demo.sh priv/uro_recommender $(PYTHON)
 bench: setup
 	@$(MAKE) --no-print-directory build
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)

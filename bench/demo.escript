@@ -2,11 +2,15 @@
 %% -*- erlang -*-
 %%! +pc unicode
 %%
-%% The demo (make demo): generated interactions -> ALS trained through the port -> users'
-%% recommendations next to what they consumed, a hold-out hit rate against a popularity
-%% baseline, then the latency of 1000 recommend calls.
+%% The demo (make demo): generated interactions -> loaded into the database -> ALS trained
+%% from SQL through the port -> users' recommendations next to what they consumed, a hold-out
+%% hit rate against a popularity baseline, the recommendations exported into the database and
+%% a sample read back, then the latency of 1000 recommend calls.
 %%
 %%   escript bench/demo.escript PORT_EXE [VENV_PYTHON]
+%%
+%% With DATABASE_URL set (scripts/demo.sh sets it, to a throwaway local cluster if need be)
+%% the data goes through the database; without it, through a CSV file.
 %%
 %% The data comes from `VENV_PYTHON -m uro_rec.datagen` (python/ beside priv/) when it can run,
 %% else from the same kind of generator written here in Erlang.
@@ -31,12 +35,21 @@ main([Exe | Rest]) ->
               [length(Rows), length(lists:usort([U || {U, _, _, _} <- Rows])),
                length(lists:usort([I || {_, I, _, _} <- Rows])), map_size(Held)]),
 
+    Db = os:getenv("DATABASE_URL", ""),
     Port = open_port({spawn_executable, filename:absname(Exe)},
                      [binary, {packet, 4}, exit_status,
-                      {args, ["--model-dir", filename:join(Tmp, "models")]}]),
+                      {args, ["--model-dir", filename:join(Tmp, "models")]
+                             ++ [A || Db =/= "", A <- ["--database-url", Db]]}]),
     {ok, pong} = call(Port, ping),
-    io:format("~ntraining ALS on ~s (~b rows) ...~n", [TrainCsv, length(Train)]),
-    Spec = #{algorithm => <<"ALS">>, data => {csv, list_to_binary(TrainCsv)},
+    Data = case Db of
+               "" ->
+                   io:format("~n(no DATABASE_URL: training from the CSV file)~n"),
+                   {csv, list_to_binary(TrainCsv)};
+               _ ->
+                   load_into_database(Port, Db, TrainCsv, length(Train))
+           end,
+    io:format("~ntraining ALS on ~p (~b rows) ...~n", [element(1, Data), length(Train)]),
+    Spec = #{algorithm => <<"ALS">>, data => Data,
              params => #{embed_size => 32, n_epochs => 10, reg => 1.0, alpha => 10,
                          n_threads => 2, seed => 42},
              eval => #{test_size => 0.1, metrics => [precision, recall, ndcg], k => 10}},
@@ -81,6 +94,8 @@ main([Exe | Rest]) ->
     io:format("  recommendations among the 100 most popular:  ~5.1f %~n",
               [100 * InTop / max(1, length(AllRec))]),
 
+    Db =/= "" andalso export_and_read_back(Port, Db, Sample),
+
     %% latency of 1000 recommend calls (random known users, N = 10), after 100 warm-up calls
     Users = lists:usort([U || {U, _, _, _} <- Train]),
     UT = list_to_tuple(Users),
@@ -108,6 +123,37 @@ main([Exe | Rest]) ->
 main(_) ->
     io:format("usage: demo.escript PORT_EXE [VENV_PYTHON]~n"),
     halt(2).
+
+%% The generated interactions go into a table with psql's \copy; the port then trains from
+%% a query on it.
+load_into_database(Port, Db, Csv, N) ->
+    {ok, Files} = call(Port, apply_schema),
+    io:format("~ndatabase: ~s applied~n", [join([binary_to_list(F) || F <- Files])]),
+    psql(Db, "DROP TABLE IF EXISTS uro_rec_demo_interactions"),
+    psql(Db, "CREATE TABLE uro_rec_demo_interactions (user_id INT8 NOT NULL, "
+             "item_id INT8 NOT NULL, label FLOAT8 NOT NULL, t FLOAT8 NOT NULL)"),
+    psql(Db, "\\copy uro_rec_demo_interactions FROM '" ++ Csv ++ "' CSV HEADER"),
+    Count = string:trim(psql(Db, "SELECT count(*) FROM uro_rec_demo_interactions")),
+    io:format("database: ~s of ~b interactions loaded into uro_rec_demo_interactions~n",
+              [Count, N]),
+    {sql, <<"SELECT user_id, item_id, label, t FROM uro_rec_demo_interactions">>, []}.
+
+export_and_read_back(Port, Db, Sample) ->
+    {ok, E} = call(Port, {export, <<"demo_als">>, #{n => 10, batch_size => 5000}}),
+    io:format("~n== export: ~b rows in ~b batches, ~b retries, ~.2f s (~b rows/s)~n",
+              [maps:get(rows, E), maps:get(batches, E), maps:get(retries, E),
+               maps:get(seconds, E), round(maps:get(rows, E) / max(1.0e-6, maps:get(seconds, E)))]),
+    Users = join([integer_to_list(U) || U <- lists:sublist(Sample, 2)]),
+    io:format("read back from uro_rec_recommendations (first 2 sample users, top 5):~n~s",
+              [psql(Db, "SELECT user_id, rank, item_id, round(score::numeric, 3) AS score, "
+                        "model_version FROM uro_rec_recommendations WHERE model = 'demo_als' "
+                        "AND user_id IN ('" ++ lists:flatten(string:replace(Users, " ", "','", all))
+                        ++ "') AND rank <= 5 ORDER BY user_id, rank", table)]).
+
+psql(Db, Sql) -> psql(Db, Sql, plain).
+psql(Db, Sql, Format) ->
+    Flags = case Format of plain -> "-qAt"; table -> "-q" end,
+    os:cmd("psql '" ++ Db ++ "' " ++ Flags ++ " -v ON_ERROR_STOP=1 -c \"" ++ Sql ++ "\" 2>&1").
 
 show_user(Port, U, ByUser, Held) ->
     Consumed = maps:get(U, ByUser, []),

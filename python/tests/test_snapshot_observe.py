@@ -51,3 +51,30 @@ def test_observe_filters_what_a_user_just_consumed(model_dir, rows):
     # unknown items are counted, not an error
     reply = commands.observe("obs_als", [(user, "no-such-item", 1.0, 0)])
     assert reply["unknown_items"] == 1 and reply["applied"] == 0
+
+
+def test_recommend_many_matches_recommend_one_by_one(model_dir, rows):
+    from uro_rec import recommend as rec, registry
+
+    train_capturing("many_als", {"algorithm": "ALS", "data": ("rows", rows),
+                                 "params": {"n_epochs": 1}})
+    entry = registry.get("many_als")
+    users = entry.user_ids + [10**13, "stranger"]
+    for opts in ({}, {"scores": True}, {"exclude": entry.item_ids[:7], "scores": True},
+                 {"filter_consumed": False}):
+        ro = rec.parse_opts(entry, opts, "t")
+        batch = dict(rec.recommend_many(entry, users, 6, ro, block=17))
+        for u in users:
+            one = rec.recommend(entry, u, 6, ro)
+            got = batch[u]
+            if opts.get("scores"):
+                assert [i for i, _ in got] == [i for i, _ in one]
+                # gemm and gemv sum in different orders: equal to float32 rounding
+                assert all(abs(a - b) < 1e-6 for (_, a), (_, b) in zip(got, one))
+            else:
+                assert got == one
+    # a user with fewer candidates than N is topped up exactly as one by one
+    ro = rec.parse_opts(entry, {}, "t")
+    big = entry.n_items
+    heavy = max(entry.user_ids, key=lambda u: len(entry.consumed[entry.user_inner(u)]))
+    assert dict(rec.recommend_many(entry, [heavy], big, ro))[heavy] == rec.recommend(entry, heavy, big, ro)

@@ -65,7 +65,7 @@ def recommend_many(name, users, n, opts=None):
     users = check_id_list(users, where, "users")
     n = non_neg_int(n, where, "N")
     ro = rec.parse_opts(entry, opts, where)
-    return {u: rec.recommend(entry, u, n, ro) for u in users}
+    return dict(rec.recommend_many(entry, users, n, ro))
 
 
 def predict(name, user, items):
@@ -171,7 +171,8 @@ def export(name, opts=None):
     table = o.get("table", "uro_rec_recommendations")
     ro = rec.parse_opts(entry, {"scores": True}, where)
     started = time.perf_counter()
-    lists = ((u, rec.recommend(entry, u, n, ro)) for u in users)
+    lists = (pair for start in range(0, len(users), 4096)
+             for pair in rec.recommend_many(entry, users[start:start + 4096], n, ro))
     rows, batches, retries = db.write_lists(entry.name, entry.version or 0, lists, table,
                                             batch_size, where)
     return {A("rows"): rows, A("batches"): batches, A("retries"): retries,

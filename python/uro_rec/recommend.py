@@ -93,6 +93,56 @@ def recommend(entry, user, n, ro):
     return [item_ids[i] for i in ids]
 
 
+def recommend_many(entry, users, n, ro, block=512):
+    """``[(user, list)]`` for many users, the same lists :func:`recommend` gives one by one.
+
+    Embedding models score a block of known users with one matrix product and one
+    argpartition per block instead of one of each per user (export and recommend_many of
+    thousands of users are an order of magnitude faster). Rows whose candidates run short
+    of ``n`` after masking, unknown users and other models take the one-by-one path."""
+    if entry.kind != "embed" or n == 0:
+        return [(u, recommend(entry, u, n, ro)) for u in users]
+    out = []
+    for start in range(0, len(users), block):
+        out.extend(_embed_block(entry, users[start:start + block], n, ro))
+    return out
+
+
+def _embed_block(entry, users, n, ro):
+    uids = [entry.user_inner(u) for u in users]
+    known = [k for k, uid in enumerate(uids) if uid is not None]
+    lists = [None] * len(users)
+    if known:
+        rows = np.asarray([uids[k] for k in known], dtype=np.intp)
+        raw = entry.user_vecs[rows] @ entry.item_vecs.T
+        if ro.filter_consumed:
+            lengths = [len(entry.consumed[u]) for u in rows.tolist()]
+            r = np.repeat(np.arange(len(rows)), lengths)
+            c = np.concatenate([entry.consumed[u] for u in rows.tolist()]) if r.size else r
+            raw[r, c] = -np.inf
+        if ro.exclude.size:
+            raw[:, ro.exclude] = -np.inf
+        total = raw.shape[1]
+        avail = total - np.count_nonzero(np.isneginf(raw), axis=1)
+        k = min(n, total)
+        top = np.argpartition(raw, total - k, axis=1)[:, total - k:] if k < total else \
+            np.broadcast_to(np.arange(total), raw.shape).copy()
+        top_scores = np.take_along_axis(raw, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_scores = np.take_along_axis(top_scores, order, axis=1)
+        if ro.scores:
+            top_scores = normalize_scores(entry, top_scores)
+        item_ids = entry.item_ids
+        for j, kpos in enumerate(known):
+            if avail[j] < n:
+                continue  # short of candidates: the one-by-one path tops up
+            ids = top[j].tolist()
+            lists[kpos] = ([(item_ids[i], float(s)) for i, s in zip(ids, top_scores[j].tolist())]
+                           if ro.scores else [item_ids[i] for i in ids])
+    return [(u, l if l is not None else recommend(entry, u, n, ro)) for u, l in zip(users, lists)]
+
+
 def _user_row(entry, uid):
     if uid is not None:
         return entry.user_vecs[uid]
