@@ -7,10 +7,16 @@
  */
 #include "frames.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
+/* Frames are built on the main thread, except the log lines of native code that writes to
+ * fd 1 (see frames_capture_native_stdout), which come from a reader thread: one lock keeps
+ * every frame whole on the wire. */
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct erlcmd *out;
 static ei_x_buff x;
 static const char *current_ref;
@@ -34,11 +40,19 @@ static void begin(void)
     ei_x_encode_version(&x);
 }
 
-static void send_built(void)
+static void send_frame(const char *data, int len)
 {
     /* A failed write means the BEAM has gone; the read loop sees EOF next and we exit. */
-    if (out)
-        erlcmd_send(out, x.buff, (size_t)x.index);
+    if (!out)
+        return;
+    pthread_mutex_lock(&write_lock);
+    erlcmd_send(out, data, (size_t)len);
+    pthread_mutex_unlock(&write_lock);
+}
+
+static void send_built(void)
+{
+    send_frame(x.buff, x.index);
 }
 
 static void encode_ref(const char *ref, int ref_len)
@@ -142,5 +156,84 @@ int frames_event(PyObject *map, struct term_error *err)
     if (py_to_term(&x, map, err) < 0)
         return -1;
     send_built();
+    return 0;
+}
+
+/* ---- native writes to fd 1 ------------------------------------------------------------------ */
+
+/* Drops ANSI escape sequences (ESC [ ... final byte) in place; returns the new length. */
+static size_t strip_ansi(char *s, size_t n)
+{
+    size_t w = 0;
+    for (size_t r = 0; r < n; r++) {
+        if (s[r] == 0x1b && r + 1 < n && s[r + 1] == '[') {
+            r += 2;
+            while (r < n && !(s[r] >= 0x40 && s[r] <= 0x7e))
+                r++;
+            continue;
+        }
+        if (s[r] != '\r')
+            s[w++] = s[r];
+    }
+    return w;
+}
+
+static void send_native_line(char *line, size_t n)
+{
+    n = strip_ansi(line, n);
+    if (n == 0)
+        return;
+    ei_x_buff lx;
+    ei_x_new_with_version(&lx);
+    ei_x_encode_tuple_header(&lx, 3);
+    ei_x_encode_atom(&lx, "log");
+    ei_x_encode_atom(&lx, "info");
+    ei_x_encode_binary(&lx, line, (long)n);
+    send_frame(lx.buff, lx.index);
+    ei_x_free(&lx);
+}
+
+static void *forward_native_stdout(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[8192];
+    size_t len = 0;
+    for (;;) {
+        ssize_t got = read(fd, buf + len, sizeof(buf) - len);
+        if (got <= 0)
+            break;
+        len += (size_t)got;
+        size_t start = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (buf[i] == '\n') {
+                send_native_line(buf + start, i - start);
+                start = i + 1;
+            }
+        }
+        if (start == 0 && len == sizeof(buf)) { /* a line longer than the buffer: send it */
+            send_native_line(buf, len);
+            start = len;
+        }
+        memmove(buf, buf + start, len - start);
+        len -= start;
+    }
+    return NULL;
+}
+
+int frames_capture_native_stdout(void)
+{
+    int p[2];
+    if (pipe(p) < 0)
+        return -1;
+    if (dup2(p[1], 1) < 0) {
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    close(p[1]);
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, forward_native_stdout, (void *)(intptr_t)p[0]) != 0)
+        return -1;
+    pthread_detach(thread);
     return 0;
 }

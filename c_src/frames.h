@@ -30,6 +30,10 @@ const char *frames_reply_error_py(const char *ref, int ref_len, const char *kind
 void frames_log(const char *level, const char *message, size_t len);
 void frames_logf(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Points fd 1 at a pipe whose lines (native code's printf, Rust's println!) a reader thread
+ * sends as {log, info, Line}, ANSI codes stripped. 0, or -1 (fd 1 is then left alone). */
+int frames_capture_native_stdout(void);
+
 /* {event, Ref, Map} for the current call; dropped when no call runs. -1 if map won't encode. */
 int frames_event(PyObject *map, struct term_error *err);
 

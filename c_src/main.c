@@ -5,7 +5,8 @@
  * and on the signal pipe. It starts the interpreter (pybridge.c) and hands each frame to
  * commands.c. The rules it keeps:
  *   - fd 1 is the protocol: frames leave through a private duplicate of it, and fd 1 itself
- *     is pointed at fd 2 before Python starts, so a stray print cannot corrupt the stream.
+ *     is pointed, before Python starts, at a pipe whose lines become {log, info, Line}
+ *     frames, so a stray print from native code cannot corrupt the stream.
  *   - stdin EOF and SIGTERM/SIGINT/SIGHUP end the process with status 0 once the current call
  *     has replied; the parent's death kills us outright (nobody is left to read a reply).
  *   - a failure to start Python does not exit: every call that needs it gets an error term,
@@ -257,7 +258,8 @@ int main(int argc, char **argv)
     if (o.check)
         return check_main(&py);
 
-    /* From here on fd 1 belongs to the frames alone. */
+    /* From here on the frames have their own descriptor; fd 1 is pointed at fd 2 until the
+     * frame writer exists, then at a pipe whose lines become log frames. */
     int frame_fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
     if (frame_fd < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
         fprintf(stderr, "uro_recommender: cannot set up fd 1: %s\n", strerror(errno));
@@ -272,6 +274,8 @@ int main(int argc, char **argv)
     erlcmd_init(&cmd, STDIN_FILENO, frame_fd, o.max_frame, on_frame, NULL);
     frames_init(&cmd);
     stats_init();
+    if (frames_capture_native_stdout() < 0)
+        frames_logf("warning", "native writes to fd 1 go to stderr: %s", strerror(errno));
 
     uint64_t t0 = stats_now_us();
     char why[2048];
