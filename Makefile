@@ -40,7 +40,7 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybrid
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir demo bench clean
+        test-elixir test-db demo bench bench-db clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -54,6 +54,10 @@ demo: setup
 bench: setup
 	@$(MAKE) --no-print-directory build
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)
+	escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
+bench-db: setup
+	@$(MAKE) --no-print-directory build
+	escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 
 setup:
 	@bash scripts/setup.sh >/dev/null
@@ -102,7 +106,11 @@ test-matrix: build
 test-elixir: build
 	cd elixir_stub && URO_REC_PORT=$(TOP)/priv/uro_recommender mix test
 
-test-all: build test-c test-sanitize test-python test-replay test-matrix test-elixir
+# Against the PostgreSQL server on 127.0.0.1:5432 (.ci/run starts it when it is down).
+test-db: build
+	escript test/db_test.escript priv/uro_recommender
+
+test-all: build test-c test-sanitize test-python test-replay test-db test-matrix test-elixir
 	@echo "make test: all suites passed"
 
 clean:
