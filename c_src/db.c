@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,18 +90,28 @@ static void drop_connection(void)
     conn = NULL;
 }
 
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 /* Returns a healthy connection, or NULL with DatabaseError set. */
 static PGconn *connection(void)
 {
     if (conn && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE)
         return conn;
     drop_connection();
-    if (!conninfo)
-        return raise_db("08001", "no database configured: start the port with --database-url "
-                                 "or DATABASE_URL"), NULL;
+    if (!conninfo) {
+        raise_db("08001", "no database configured: start the port with --database-url or "
+                          "DATABASE_URL");
+        return NULL;
+    }
     uint64_t now = stats_now_us();
-    if (now < next_attempt_us)
-        return raise_db("08001", "database unreachable; next reconnect attempt after backoff"), NULL;
+    if (now < next_attempt_us) {
+        raise_db("08001", "database unreachable; next reconnect attempt after backoff");
+        return NULL;
+    }
     conn = PQconnectdb(conninfo);
     if (PQstatus(conn) != CONNECTION_OK) {
         char msg[1024];
@@ -108,12 +119,14 @@ static PGconn *connection(void)
         drop_connection();
         backoff_us = backoff_us ? (backoff_us * 2 > 5000000 ? 5000000 : backoff_us * 2) : 100000;
         next_attempt_us = now + backoff_us;
-        return raise_db("08001", msg), NULL;
+        raise_db("08001", msg);
+        return NULL;
     }
     backoff_us = 0;
     next_attempt_us = 0;
-    /* Notices ("relation already exists, skipping") are not errors: keep them off stderr. */
-    PQsetNoticeProcessor(conn, NULL, NULL);
+    /* Notices ("relation already exists, skipping") are not errors: keep them off stderr.
+     * (A NULL processor would be ignored by libpq: it needs a function.) */
+    PQsetNoticeProcessor(conn, ignore_notice, NULL);
     return conn;
 }
 
@@ -239,6 +252,10 @@ static double as_double(const char *p, int len, Oid type)
         uint16_t sign = (uint16_t)be16s(p + 4);
         if (sign == 0xC000)
             return NAN;
+        if (sign == 0xD000) /* PostgreSQL 14+: NUMERIC 'Infinity' and '-Infinity' */
+            return INFINITY;
+        if (sign == 0xF000)
+            return -INFINITY;
         double v = 0;
         for (int i = 0; i < ndigits && 8 + 2 * i + 1 < len; i++)
             v += be16s(p + 8 + 2 * i) * pow(10000.0, weight - i);
@@ -366,8 +383,12 @@ static int append_value(struct column *c, Py_ssize_t row, PGresult *res, int col
         memcpy(slot, &d, 8);
     } else {
         int64_t v = is_null ? 0 : as_int64(p, len, c->type);
-        if (c->kind == COL_TIME) /* microseconds since 2000-01-01 -> seconds since 1970 */
-            v = v / 1000000 + 946684800;
+        if (c->kind == COL_TIME) { /* microseconds since 2000-01-01 -> seconds since 1970 */
+            int64_t secs = v / 1000000;
+            if (v % 1000000 < 0)
+                secs--; /* floor, not toward zero, for times before 2000 */
+            v = secs + 946684800;
+        }
         memcpy(slot, &v, 8);
     }
     return 0;
@@ -485,6 +506,10 @@ static PyObject *db_columns(PyObject *self, PyObject *args)
             } else {
                 PQclear(res);
             }
+        } else if (st == PGRES_COMMAND_OK) {
+            raise_db("42809", "the SQL source must be a query that returns rows");
+            PQclear(res);
+            failed = 1;
         } else {
             raise_result(res);
             PQclear(res);
@@ -559,14 +584,57 @@ static PyObject *rows_of(PGresult *res)
 }
 
 /* Runs one statement; returns the PGresult (caller clears) or NULL with DatabaseError set. */
+/* COPY ... FROM STDIN with data (bytes in COPY's text format) as its whole input. Runs
+ * without the GIL: data belongs to the caller's statement list, which outlives the call. */
+static PGresult *copy_in(PGconn *c, const char *query, PyObject *data)
+{
+    const char *buf = PyBytes_AS_STRING(data);
+    Py_ssize_t len = PyBytes_GET_SIZE(data);
+    PGresult *res;
+    Py_BEGIN_ALLOW_THREADS
+    res = PQexec(c, query);
+    if (PQresultStatus(res) == PGRES_COPY_IN) {
+        PQclear(res);
+        int ok = 1;
+        for (Py_ssize_t at = 0; ok && at < len; at += 1 << 20) {
+            Py_ssize_t n = len - at < (1 << 20) ? len - at : (1 << 20);
+            ok = PQputCopyData(c, buf + at, (int)n) == 1;
+        }
+        PQputCopyEnd(c, ok ? NULL : "could not send the data");
+        res = PQgetResult(c);
+        PGresult *extra;
+        while ((extra = PQgetResult(c)))
+            PQclear(extra);
+    }
+    Py_END_ALLOW_THREADS
+    return res;
+}
+
+static int is_copy(const char *query)
+{
+    while (*query == ' ' || *query == '\n' || *query == '\t')
+        query++;
+    return strncasecmp(query, "COPY", 4) == 0;
+}
+
+/* Runs one statement; the network wait happens without the GIL, so Python threads (the
+ * export's producer) compute while the server works. A COPY statement takes bytes as its
+ * "params": the data. */
 static PGresult *run(PGconn *c, const char *query, PyObject *param_list)
 {
-    struct params p;
-    if (build_params(param_list, &p) < 0)
-        return NULL;
-    PGresult *res = PQexecParams(c, query, p.n, NULL, (const char *const *)p.values, p.lengths,
-                                 p.formats, 0);
-    free_params(&p);
+    PGresult *res;
+    if (is_copy(query) && PyBytes_Check(param_list)) {
+        res = copy_in(c, query, param_list);
+    } else {
+        struct params p;
+        if (build_params(param_list, &p) < 0)
+            return NULL;
+        Py_BEGIN_ALLOW_THREADS
+        res = PQexecParams(c, query, p.n, NULL, (const char *const *)p.values, p.lengths,
+                           p.formats, 0);
+        Py_END_ALLOW_THREADS
+        free_params(&p);
+    }
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         raise_result(res);
@@ -607,7 +675,9 @@ static PyObject *db_execute(PyObject *self, PyObject *args)
 
 static int is_retryable(void)
 {
-    /* The pending DatabaseError's sqlstate: 40001 serialization failure, 40P01 deadlock. */
+    /* The pending DatabaseError's sqlstate: 40001 serialization failure, 40P01 deadlock,
+     * 23505 a unique key a concurrent writer took first (two exports of one model racing
+     * under READ COMMITTED: the retry deletes and writes the lists again). */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
@@ -616,7 +686,8 @@ static int is_retryable(void)
     if (args && PyTuple_Check(args) && PyTuple_GET_SIZE(args) >= 1) {
         const char *state = PyUnicode_Check(PyTuple_GET_ITEM(args, 0))
                                 ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)) : "";
-        retry = state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0);
+        retry = state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+                          strcmp(state, "23505") == 0);
     }
     Py_XDECREF(args);
     PyErr_Restore(type, value, tb);
@@ -634,7 +705,9 @@ static void sleep_backoff(int attempt)
     if (ms > 1000)
         ms = 1000;
     ms += rand() % (ms / 2 + 1);
+    Py_BEGIN_ALLOW_THREADS
     usleep((useconds_t)ms * 1000);
+    Py_END_ALLOW_THREADS
 }
 
 static PyObject *db_transaction(PyObject *self, PyObject *args)

@@ -160,7 +160,8 @@ def export(name, opts=None):
     where = "export"
     entry = registry.get(model_name(name, where))
     o = normalize_opts(opts, "export: opts")
-    check_known(o, ("users", "n", "table", "batch_size"), where)
+    check_known(o, ("users", "n", "table", "batch_size", "method"), where)
+    method = choice(o.get("method", "copy"), ("copy", "insert"), where, "method")
     users = o.get("users", "all")
     if isinstance(users, str) and str(users) == "all":
         users = entry.user_ids
@@ -174,7 +175,7 @@ def export(name, opts=None):
     lists = (pair for start in range(0, len(users), 4096)
              for pair in rec.recommend_many(entry, users[start:start + 4096], n, ro))
     rows, batches, retries = db.write_lists(entry.name, entry.version or 0, lists, table,
-                                            batch_size, where)
+                                            batch_size, where, method)
     return {A("rows"): rows, A("batches"): batches, A("retries"): retries,
             A("seconds"): time.perf_counter() - started}
 

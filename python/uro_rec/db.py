@@ -9,8 +9,10 @@ choice was made).
 import contextlib
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -64,8 +66,11 @@ def execute(query, params=()):
 
 
 def transaction(statements, max_retries=20):
+    """Runs (query, params) statements in one transaction; params is a list, or the bytes
+    to feed a COPY ... FROM STDIN."""
     with translated():
-        return _port.db_transaction([(q, list(p)) for q, p in statements], max_retries)
+        return _port.db_transaction(
+            [(q, p if isinstance(p, bytes) else list(p)) for q, p in statements], max_retries)
 
 
 # ---- training data ---------------------------------------------------------------------------
@@ -140,35 +145,42 @@ def _check_table(table, where):
     return table
 
 
-def write_lists(model, version, lists, table, batch_size, where="export"):
-    """Replaces each user's rows with ``lists[user]`` = [(item, score)], ``batch_size`` rows
-    per transaction. Returns rows, batches, retries."""
-    table = _check_table(table, where)
-    delete = f"DELETE FROM {table} WHERE model = $1 AND user_id = ANY($2::TEXT[])"
-    upsert = (f"INSERT INTO {table} (model, user_id, rank, item_id, score, model_version) "
-              f"SELECT $1, u, r, i, s, $2 FROM unnest($3::TEXT[], $4::INT8[], $5::TEXT[], "
-              f"$6::FLOAT8[]) AS x(u, r, i, s) "
-              f"ON CONFLICT (model, user_id, rank) DO UPDATE SET item_id = excluded.item_id, "
-              f"score = excluded.score, model_version = excluded.model_version, "
-              f"created_at = now()")
-    rows = batches = retries = 0
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_payload(model, version, users, ranks, items, scores):
+    """Rows in COPY's text format: tab-separated, backslash escapes."""
+    m = str(model).translate(_COPY_ESCAPES)
+    v = str(int(version))
+    return "".join(
+        f"{m}\t{str(u).translate(_COPY_ESCAPES)}\t{r}\t{str(i).translate(_COPY_ESCAPES)}"
+        f"\t{float(sc)!r}\t{v}\n"
+        for u, r, i, sc in zip(users, ranks, items, scores)
+    ).encode()
+
+
+def _batch_statements(table, model, version, batch_users, us, rs, its, ss, method):
+    """One batch: delete the batch's users' rows, write their new lists."""
+    delete = (f"DELETE FROM {table} WHERE model = $1 AND user_id = ANY($2::TEXT[])",
+              [model, _array_literal(batch_users)])
+    if method == "copy":
+        write = (f"COPY {table} (model, user_id, rank, item_id, score, model_version) "
+                 f"FROM STDIN", _copy_payload(model, version, us, rs, its, ss))
+    else:
+        write = (f"INSERT INTO {table} (model, user_id, rank, item_id, score, model_version) "
+                 f"SELECT $1, u, r, i, s, $2 FROM unnest($3::TEXT[], $4::INT8[], $5::TEXT[], "
+                 f"$6::FLOAT8[]) AS x(u, r, i, s) "
+                 f"ON CONFLICT (model, user_id, rank) DO UPDATE SET item_id = excluded.item_id, "
+                 f"score = excluded.score, model_version = excluded.model_version, "
+                 f"created_at = now()",
+                 [model, version, _array_literal(us), _number_literal(rs),
+                  _array_literal(its), _number_literal(ss)])
+    return [delete, write]
+
+
+def _batches(table, model, version, lists, batch_size, method):
+    """(statements, rows) per batch of about batch_size rows; a user's list never splits."""
     batch_users, us, rs, its, ss = [], [], [], [], []
-
-    def flush():
-        nonlocal rows, batches, retries
-        if not batch_users:
-            return
-        r = transaction([
-            (delete, [model, _array_literal(batch_users)]),
-            (upsert, [model, version, _array_literal(us), _number_literal(rs),
-                      _array_literal(its), _number_literal(ss)]),
-        ])
-        rows += len(us)
-        batches += 1
-        retries += r["retries"]
-        for l in (batch_users, us, rs, its, ss):
-            l.clear()
-
     for user, scored in lists:
         batch_users.append(user)
         for rank, (item, score) in enumerate(scored, 1):
@@ -177,8 +189,58 @@ def write_lists(model, version, lists, table, batch_size, where="export"):
             its.append(item)
             ss.append(score)
         if len(us) >= batch_size:
-            flush()
-    flush()
+            yield _batch_statements(table, model, version, batch_users, us, rs, its, ss,
+                                    method), len(us)
+            batch_users, us, rs, its, ss = [], [], [], [], []
+    if batch_users:
+        yield _batch_statements(table, model, version, batch_users, us, rs, its, ss,
+                                method), len(us)
+
+
+def write_lists(model, version, lists, table, batch_size, where="export", method="copy"):
+    """Replaces each user's rows with ``lists``' [(item, score)], about ``batch_size`` rows
+    per transaction. Returns rows, batches, retries.
+
+    Each batch deletes its users' rows and writes the new ones in one transaction, retried
+    as a whole (c_src/db.c). Computing the lists and waiting for the server overlap: a
+    producer thread builds the next batches while the main thread's transaction waits on
+    the network without the GIL."""
+    table = _check_table(table, where)
+    pending = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in _batches(table, model, version, lists, batch_size, method):
+                while not stop.is_set():
+                    try:
+                        pending.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            pending.put(None)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            pending.put(exc)
+
+    producer = threading.Thread(target=produce, name="uro_rec-export", daemon=True)
+    producer.start()
+    rows = batches = retries = 0
+    try:
+        while True:
+            item = pending.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            statements, n = item
+            retries += transaction(statements)["retries"]
+            rows += n
+            batches += 1
+    finally:
+        stop.set()
+        producer.join()
     return rows, batches, retries
 
 

@@ -123,6 +123,13 @@ class Entry:
             self.item_vecs = np.ascontiguousarray(vecs[1][: self.n_items])
             width = int(width or self.item_vecs.shape[1])
             self.embed_width = min(width, self.item_vecs.shape[1])
+            # Scoring copy padded with zero rows to a whole number of sqrt(n)-sized chunks,
+            # the layout recommend.top_k partitions without copying (padding is masked).
+            self.chunk = max(1, int(np.sqrt(self.n_items)))
+            padded = -(-self.n_items // self.chunk) * self.chunk
+            self.item_vecs_scoring = np.zeros((padded, self.item_vecs.shape[1]),
+                                              dtype=self.item_vecs.dtype)
+            self.item_vecs_scoring[: self.n_items] = self.item_vecs
         # Items seen after training ({observe, ...}) by users the model does not know:
         # user -> sorted inner ids. Known users' observations go into self.consumed.
         self.observed = {}
