@@ -14,7 +14,7 @@ defmodule UroRecommender.Jobs do
 
   @doc ~S"""
   Trains `name` on the rows a SQL query returns (columns `user, item, label[,
-  time]`), in the port (data source `{:sql, %{query: query, params: params}}`;
+  time]`), in the port (data source `{:sql, query, params}`;
   the port connects with the pool's `database_url`), then hot-swaps the new
   version into the serving ports.
 
