@@ -394,6 +394,24 @@ static int append_value(struct column *c, Py_ssize_t row, PGresult *res, int col
     return 0;
 }
 
+/* One empty column per field of res, typed from its OIDs. */
+static int new_columns(PGresult *res, struct column **cols, int *ncols)
+{
+    *ncols = PQnfields(res);
+    *cols = PyMem_Calloc(*ncols ? (size_t)*ncols : 1, sizeof(**cols));
+    if (!*cols) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < *ncols; i++) {
+        (*cols)[i].type = PQftype(res, i);
+        (*cols)[i].kind = kind_of((*cols)[i].type);
+        if ((*cols)[i].kind == COL_TEXT && !((*cols)[i].texts = PyList_New(0)))
+            return -1;
+    }
+    return 0;
+}
+
 static void free_columns(struct column *cols, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -475,15 +493,7 @@ static PyObject *db_columns(PyObject *self, PyObject *args)
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_SINGLE_TUPLE) {
             if (!cols) {
-                ncols = PQnfields(res);
-                cols = PyMem_Calloc(ncols ? (size_t)ncols : 1, sizeof(*cols));
-                failed = !cols;
-                for (int i = 0; !failed && i < ncols; i++) {
-                    cols[i].type = PQftype(res, i);
-                    cols[i].kind = kind_of(cols[i].type);
-                    if (cols[i].kind == COL_TEXT)
-                        failed = !(cols[i].texts = PyList_New(0));
-                }
+                failed = new_columns(res, &cols, &ncols) < 0;
                 first = res;
             }
             for (int i = 0; !failed && i < ncols; i++)
@@ -493,15 +503,7 @@ static PyObject *db_columns(PyObject *self, PyObject *args)
                 PQclear(res);
         } else if (st == PGRES_TUPLES_OK) {
             if (!first) { /* zero rows: the final result still names the columns */
-                ncols = PQnfields(res);
-                cols = PyMem_Calloc(ncols ? (size_t)ncols : 1, sizeof(*cols));
-                failed = !cols;
-                for (int i = 0; !failed && i < ncols; i++) {
-                    cols[i].type = PQftype(res, i);
-                    cols[i].kind = kind_of(cols[i].type);
-                    if (cols[i].kind == COL_TEXT)
-                        failed = !(cols[i].texts = PyList_New(0));
-                }
+                failed = new_columns(res, &cols, &ncols) < 0;
                 first = res;
             } else {
                 PQclear(res);
