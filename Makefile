@@ -40,7 +40,7 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybrid
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-db demo bench bench-db clean
+        test-elixir test-db check-elixir-newer demo bench bench-db clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -105,6 +105,10 @@ test-matrix: build
 
 test-elixir: build
 	cd elixir_stub && URO_REC_PORT=$(TOP)/priv/uro_recommender mix test
+
+# elixir_stub on a newer Elixir (1.18 in a Debian trixie chroot); not part of `make test`.
+check-elixir-newer:
+	bash scripts/elixir_newer.sh
 
 # Against the PostgreSQL server on 127.0.0.1:5432 (.ci/run starts it when it is down).
 test-db: build
