@@ -20,7 +20,8 @@
 static const char *families[] = {
     "UserCF", "ItemCF", "RsUserCF", "RsItemCF", "Swing", "ALS", "BPR", "SVD", "SVDpp", "NCF",
     "Item2Vec", "DeepWalk", "NGCF", "LightGCN", "RNN4Rec", "Caser", "WaveNet",
-    "YouTubeRetrieval",
+    "YouTubeRetrieval", "TwoTower", "PinSage", "GraphSage", "FM", "WideDeep", "DeepFM",
+    "AutoInt", "DIN", "YouTubeRanking", "Transformer", "SIM",
 };
 
 static int failures;

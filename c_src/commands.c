@@ -26,6 +26,7 @@
 /* One call, as parsed from its frame. Slices point into the frame. */
 struct call {
     const char *frame;
+    size_t len;
     const char *ref;
     int ref_len;
     char name[MAX_COMMAND_NAME];
@@ -199,7 +200,8 @@ static const char *run_fault(const struct call *call)
     struct term_error err = {0};
     PyObject *args = decode_args(call, &err);
     if (!args)
-        return frames_reply_error(call->ref, call->ref_len, err.kind, "fault: %s", err.message);
+        return frames_reply_error(call->ref, call->ref_len, err.kind ? err.kind : "internal",
+                                  "fault: %s", err.message);
     return call_python(call, "uro_rec.faults", "inject", args);
 }
 
@@ -221,7 +223,7 @@ static int decode_atom_name(const char *buf, int *index, char *name, size_t n)
 
 /* Reads timeout_ms from CallOpts (a map or a proplist); other keys are ignored. Returns -1
  * if timeout_ms is there but not a positive integer. */
-static int parse_call_opts(const char *frame, int index, struct call *call)
+static int parse_call_opts(const char *frame, size_t len, int index, struct call *call)
 {
     int type, size, arity, is_map;
     ei_get_type(frame, &index, &type, &size);
@@ -235,9 +237,11 @@ static int parse_call_opts(const char *frame, int index, struct call *call)
         return type == ERL_NIL_EXT ? 0 : -1;
     }
     for (int i = 0; i < arity; i++) {
-        int pair_arity = 2;
+        int pair_arity = 2, element = index;
         if (!is_map && (ei_decode_tuple_header(frame, &index, &pair_arity) < 0 || pair_arity != 2)) {
-            term_skip(frame, &index); /* not a {Key, Value}: ignore it */
+            index = element; /* not a {Key, Value}: skip the whole element */
+            if (term_skip(frame, len, &index) < 0)
+                return -1;
             continue;
         }
         char key[MAX_COMMAND_NAME];
@@ -246,8 +250,8 @@ static int parse_call_opts(const char *frame, int index, struct call *call)
                          strcmp(key, "timeout_ms") == 0;
         if (!is_timeout) {
             index = key_index;
-            term_skip(frame, &index);
-            term_skip(frame, &index);
+            if (term_skip(frame, len, &index) < 0 || term_skip(frame, len, &index) < 0)
+                return -1;
             continue;
         }
         long v;
@@ -260,18 +264,19 @@ static int parse_call_opts(const char *frame, int index, struct call *call)
 
 /* Fills call from a validated frame; -1 if the frame is not a call, 1 if it is a call but
  * the command is not a name, 2 if its CallOpts are malformed. */
-static int parse_call(const char *frame, struct call *call)
+static int parse_call(const char *frame, size_t len, struct call *call)
 {
     int index = 0, arity, version;
     char tag[8];
     memset(call, 0, sizeof(*call));
     call->frame = frame;
+    call->len = len;
     if (ei_decode_version(frame, &index, &version) < 0 ||
         ei_decode_tuple_header(frame, &index, &arity) < 0 || (arity != 3 && arity != 4) ||
         decode_atom_name(frame, &index, tag, sizeof(tag)) < 0 || strcmp(tag, "call") != 0)
         return -1;
     call->ref = frame + index;
-    if (term_skip(frame, &index) < 0)
+    if (term_skip(frame, len, &index) < 0)
         return -1;
     call->ref_len = (int)(frame + index - call->ref);
 
@@ -291,16 +296,14 @@ static int parse_call(const char *frame, struct call *call)
     call->args_index = index;
     if (arity == 4) {
         index = cmd_index;
-        term_skip(frame, &index);
-        if (parse_call_opts(frame, index, call) < 0)
+        if (term_skip(frame, len, &index) < 0 || parse_call_opts(frame, len, index, call) < 0)
             return 2;
     }
     return 0;
 }
 
-static const char *dispatch(const struct call *call)
+static const char *dispatch(const struct call *call, const struct command *cmd)
 {
-    const struct command *cmd = find_command(call->name);
     if (!cmd)
         return frames_reply_error(call->ref, call->ref_len, "unknown_command", "%s", call->name);
     if (call->n_args < cmd->min_args || call->n_args > cmd->max_args) {
@@ -385,7 +388,7 @@ void commands_handle_frame(const char *frame, size_t len)
         else
             kind = frames_reply_error(ref, ref_len, "badarg", "%s", err.message);
     } else {
-        int parsed = parse_call(frame, &call);
+        int parsed = parse_call(frame, len, &call);
         if (parsed < 0) {
             kind = frames_reply_error(NULL, 0, "bad_frame",
                                       "expected {call, Ref, Command} or {call, Ref, Command, Opts}");
@@ -394,12 +397,13 @@ void commands_handle_frame(const char *frame, size_t len)
                                       "a command is an atom or a tuple starting with one");
         } else if (parsed == 2) {
             kind = frames_reply_error(call.ref, call.ref_len, "badarg",
-                                      "CallOpts: timeout_ms must be a positive integer");
+                                      "CallOpts must be a map or a proplist, and timeout_ms "
+                                      "in it a positive integer");
         } else {
             const struct command *cmd = find_command(call.name);
             name = cmd ? cmd->name : "unknown_command";
             frames_set_current_ref(call.ref, call.ref_len);
-            kind = dispatch(&call);
+            kind = dispatch(&call, cmd);
             frames_set_current_ref(NULL, 0);
         }
     }

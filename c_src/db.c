@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "stats.h"
 
 /* Type OIDs (stable across PostgreSQL and CockroachDB). */
@@ -285,7 +286,7 @@ static int64_t as_int64(const char *p, int len, Oid type)
 
 /* ---- db_columns: streaming a result into typed columns ----------------------------------------- */
 
-enum column_kind { COL_INT64, COL_FLOAT64, COL_TIME, COL_TEXT };
+enum column_kind { COL_INT64, COL_FLOAT64, COL_TIME, COL_TEXT, COL_OTHER };
 
 struct column {
     enum column_kind kind;
@@ -312,8 +313,14 @@ static enum column_kind kind_of(Oid type)
     case OID_TIMESTAMP:
     case OID_TIMESTAMPTZ:
         return COL_TIME;
-    default:
+    case OID_TEXT:
+    case OID_VARCHAR:
+    case OID_BPCHAR:
+    case OID_NAME:
+    case OID_UUID:
         return COL_TEXT;
+    default: /* dates, JSON, bytea...: nothing we read as an id, label or time */
+        return COL_OTHER;
     }
 }
 
@@ -340,6 +347,8 @@ static PyObject *text_value(const char *p, int len, Oid type)
 
 static int append_value(struct column *c, Py_ssize_t row, PGresult *res, int col, PyObject *interned)
 {
+    if (c->kind == COL_OTHER)
+        return 0; /* reported by type, not read */
     int is_null = PQgetisnull(res, 0, col);
     if (is_null) {
         if (!c->nulls++)
@@ -397,12 +406,13 @@ static int append_value(struct column *c, Py_ssize_t row, PGresult *res, int col
 /* One empty column per field of res, typed from its OIDs. */
 static int new_columns(PGresult *res, struct column **cols, int *ncols)
 {
-    *ncols = PQnfields(res);
-    *cols = PyMem_Calloc(*ncols ? (size_t)*ncols : 1, sizeof(**cols));
+    int n = PQnfields(res);
+    *cols = PyMem_Calloc(n ? (size_t)n : 1, sizeof(**cols));
     if (!*cols) {
         PyErr_NoMemory();
         return -1;
     }
+    *ncols = n;
     for (int i = 0; i < *ncols; i++) {
         (*cols)[i].type = PQftype(res, i);
         (*cols)[i].kind = kind_of((*cols)[i].type);
@@ -423,7 +433,8 @@ static void free_columns(struct column *cols, int n)
 
 static const char *kind_name(enum column_kind k)
 {
-    return k == COL_INT64 ? "int64" : k == COL_FLOAT64 ? "float64" : k == COL_TIME ? "time" : "text";
+    return k == COL_INT64 ? "int64" : k == COL_FLOAT64 ? "float64" : k == COL_TIME ? "time"
+           : k == COL_TEXT ? "text" : "unsupported";
 }
 
 static PyObject *columns_result(struct column *cols, int n, PGresult *first, Py_ssize_t rows)
@@ -435,8 +446,10 @@ static PyObject *columns_result(struct column *cols, int n, PGresult *first, Py_
         PyList_SET_ITEM(names, i, PyUnicode_FromString(PQfname(first, i)));
         PyObject *data = cols[i].kind == COL_TEXT
                              ? (Py_INCREF(cols[i].texts), cols[i].texts)
-                             : PyBytes_FromStringAndSize(cols[i].data ? cols[i].data : "",
-                                                         (Py_ssize_t)rows * 8);
+                             : cols[i].kind == COL_OTHER
+                                   ? PyLong_FromUnsignedLong(cols[i].type) /* the type OID */
+                                   : PyBytes_FromStringAndSize(cols[i].data ? cols[i].data : "",
+                                                               (Py_ssize_t)rows * 8);
         PyObject *col = Py_BuildValue("(sNnn)", kind_name(cols[i].kind), data, cols[i].nulls,
                                       cols[i].nulls ? cols[i].first_null : (Py_ssize_t)-1);
         if (!col)
@@ -675,11 +688,12 @@ static PyObject *db_execute(PyObject *self, PyObject *args)
 
 /* ---- db_transaction: statements in one transaction, retried on 40001 ------------------------------ */
 
-static int is_retryable(void)
+static int is_retryable(int unique_retries_left)
 {
     /* The pending DatabaseError's sqlstate: 40001 serialization failure, 40P01 deadlock,
-     * 23505 a unique key a concurrent writer took first (two exports of one model racing
-     * under READ COMMITTED: the retry deletes and writes the lists again). */
+     * and, when the caller allows it, 23505: a unique key a concurrent writer took first
+     * (two exports of one model racing under READ COMMITTED; the retry deletes and writes
+     * the lists again). A 23505 that keeps coming is a real duplicate: a few tries only. */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
@@ -689,7 +703,7 @@ static int is_retryable(void)
         const char *state = PyUnicode_Check(PyTuple_GET_ITEM(args, 0))
                                 ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)) : "";
         retry = state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
-                          strcmp(state, "23505") == 0);
+                          (strcmp(state, "23505") == 0 && unique_retries_left > 0));
     }
     Py_XDECREF(args);
     PyErr_Restore(type, value, tb);
@@ -716,9 +730,10 @@ static PyObject *db_transaction(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *statements;
-    int max_retries = 20;
-    if (!PyArg_ParseTuple(args, "O|i", &statements, &max_retries))
+    int max_retries = 20, retry_unique = 0;
+    if (!PyArg_ParseTuple(args, "O|ip", &statements, &max_retries, &retry_unique))
         return NULL;
+    int unique_retries_left = retry_unique ? 3 : 0;
     PyObject *fast = PySequence_Fast(statements, "statements must be a list of (query, params)");
     if (!fast)
         return NULL;
@@ -752,6 +767,7 @@ static PyObject *db_transaction(PyObject *self, PyObject *args)
             if (PQresultStatus(res) == PGRES_TUPLES_OK) {
                 Py_XDECREF(last_rows);
                 last_rows = rows_of(res);
+                ok = last_rows != NULL;
             }
             PQclear(res);
         }
@@ -769,10 +785,13 @@ static PyObject *db_transaction(PyObject *self, PyObject *args)
         }
         if (PQstatus(c) == CONNECTION_OK)
             simple(c, "ROLLBACK");
-        if (!PyErr_Occurred() || !is_retryable() || retries >= max_retries)
+        if (!PyErr_Occurred() || !is_retryable(unique_retries_left) || retries >= max_retries)
             break;
         PyErr_Clear();
+        unique_retries_left--;
         sleep_backoff(retries++);
+        if (deadline_raise_if_expired())
+            break; /* the call's timeout_ms passed while we waited to retry */
     }
     Py_XDECREF(last_rows);
     Py_DECREF(fast);
@@ -806,7 +825,8 @@ static PyMethodDef db_methods[] = {
      "db_columns(query, params) -> {names, columns: [(kind, data, nulls, first_null)], rows}"},
     {"db_execute", db_execute, METH_VARARGS, "db_execute(query, params) -> {rows, affected}"},
     {"db_transaction", db_transaction, METH_VARARGS,
-     "db_transaction([(query, params)], max_retries=20) -> {retries, affected, rows}"},
+     "db_transaction([(query, params)], max_retries=20, retry_unique=False) -> "
+     "{retries, affected, rows}"},
     {"db_info", db_info, METH_NOARGS, "db_info() -> {configured, connected, server_version}"},
     {NULL, NULL, 0, NULL},
 };

@@ -18,6 +18,11 @@ int deadline_start(void);                    /* starts the watchdog thread; 0 or
 int deadline_module_init(PyObject *module);  /* adds CallTimeout to _uro_port */
 void deadline_arm(long timeout_ms);          /* before a Python call; <= 0 means none */
 void deadline_disarm(void);                  /* after it */
+/* In a C loop that runs long without Python (database retries): if the call's deadline has
+ * passed, sets CallTimeout as the current exception, withdraws the asynchronous one, and
+ * returns 1. */
+int deadline_raise_if_expired(void);
+
 /* True if the pending exception is the deadline of the call just made (then clears it). */
 int deadline_take_expired(void);
 

@@ -4,7 +4,8 @@
  * It answers {call, Ref, Command} with {reply, Ref, {ok, Command}} by splicing bytes, never
  * decoding the command. bench/bench.escript interleaves calls to it with calls to the real
  * port, so what uro_recommender adds over bare framing and the BEAM's port machinery can be
- * read off call by call.
+ * read off call by call. It trusts its input (ei_skip_term, no validation): it only ever
+ * talks to the benchmark.
  */
 #include "erlcmd.h"
 

@@ -123,14 +123,18 @@ const char *frames_reply_error_py(const char *ref, int ref_len, const char *kind
     return kind;
 }
 
+/* Logs and events get a buffer of their own: they can be sent while a reply is half built
+ * in x (a print from code that encoding a reply runs, such as a .tolist()). */
 void frames_log(const char *level, const char *message, size_t len)
 {
-    begin();
-    ei_x_encode_tuple_header(&x, 3);
-    ei_x_encode_atom(&x, "log");
-    ei_x_encode_atom(&x, level);
-    ei_x_encode_binary(&x, message, (long)len);
-    send_built();
+    ei_x_buff lx;
+    ei_x_new_with_version(&lx);
+    ei_x_encode_tuple_header(&lx, 3);
+    ei_x_encode_atom(&lx, "log");
+    ei_x_encode_atom(&lx, level);
+    ei_x_encode_binary(&lx, message, (long)len);
+    send_frame(lx.buff, lx.index);
+    ei_x_free(&lx);
 }
 
 void frames_logf(const char *level, const char *fmt, ...)
@@ -149,14 +153,16 @@ int frames_event(PyObject *map, struct term_error *err)
 {
     if (!current_ref)
         return 0;
-    begin();
-    ei_x_encode_tuple_header(&x, 3);
-    ei_x_encode_atom(&x, "event");
-    ei_x_append_buf(&x, current_ref, current_ref_len);
-    if (py_to_term(&x, map, err) < 0)
-        return -1;
-    send_built();
-    return 0;
+    ei_x_buff ex;
+    ei_x_new_with_version(&ex);
+    ei_x_encode_tuple_header(&ex, 3);
+    ei_x_encode_atom(&ex, "event");
+    ei_x_append_buf(&ex, current_ref, current_ref_len);
+    int rc = py_to_term(&ex, map, err);
+    if (rc == 0)
+        send_frame(ex.buff, ex.index);
+    ei_x_free(&ex);
+    return rc;
 }
 
 /* ---- native writes to fd 1 ------------------------------------------------------------------ */
@@ -225,15 +231,15 @@ int frames_capture_native_stdout(void)
     int p[2];
     if (pipe(p) < 0)
         return -1;
-    if (dup2(p[1], 1) < 0) {
+    /* The reader first: fd 1 must never point at a pipe nobody drains. */
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, forward_native_stdout, (void *)(intptr_t)p[0]) != 0) {
         close(p[0]);
         close(p[1]);
         return -1;
     }
-    close(p[1]);
-    pthread_t thread;
-    if (pthread_create(&thread, NULL, forward_native_stdout, (void *)(intptr_t)p[0]) != 0)
-        return -1;
     pthread_detach(thread);
-    return 0;
+    int rc = dup2(p[1], 1);
+    close(p[1]); /* on failure the reader sees EOF and ends */
+    return rc < 0 ? -1 : 0;
 }

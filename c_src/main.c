@@ -54,6 +54,7 @@ struct options {
 };
 
 static int signal_pipe[2] = {-1, -1};
+static volatile sig_atomic_t stop_requested; /* frames already read are then not served */
 static size_t max_frame_limit;
 
 /* --help, --version and --check are for a person at a terminal, never for a port: they write
@@ -172,6 +173,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 static void on_signal(int sig)
 {
     int saved = errno;
+    stop_requested = 1;
     unsigned char b = (unsigned char)sig;
     if (write(signal_pipe[1], &b, 1) < 0) {
         /* the pipe is full: a stop is already pending */
@@ -219,6 +221,8 @@ static int install_signals(void)
 static void on_frame(enum erlcmd_status status, const char *data, size_t len, void *cookie)
 {
     (void)cookie;
+    if (stop_requested)
+        return; /* stopping: the current call has replied, later ones are not started */
     if (status == ERLCMD_TOO_LARGE)
         commands_handle_too_large(len, max_frame_limit);
     else

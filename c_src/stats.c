@@ -3,12 +3,12 @@
  *
  * Latencies go into a log-linear histogram (8 sub-buckets per power of two, so quantiles are
  * within 12.5%) per command: fixed memory, O(1) to record, no allocation on the hot path.
- * Command and error-kind names come from static tables, so they are compared by pointer
- * first and by text only on a miss.
+ * Names are copied into their slot the first time they are seen and compared by text.
  */
 #include "stats.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,11 +71,12 @@ static void *slot_for(void *table, size_t stride, const char *name)
 {
     for (int i = 0; i < MAX_NAMES; i++) {
         const char **slot = (const char **)((char *)table + i * stride);
-        if (*slot == name || (*slot && strcmp(*slot, name) == 0))
+        if (*slot && strcmp(*slot, name) == 0)
             return slot;
         if (!*slot) {
-            *slot = name;
-            return slot;
+            /* A copy: some names (PortError kinds) live in buffers that are reused. */
+            *slot = strdup(name);
+            return *slot ? slot : NULL;
         }
     }
     return NULL;

@@ -271,9 +271,14 @@ int term_find_call_ref(const char *buf, size_t len, const char **ref, int *ref_l
     return 0;
 }
 
-int term_skip(const char *buf, int *index)
+int term_skip(const char *buf, size_t len, int *index)
 {
-    return ei_skip_term(buf, index);
+    struct term_error ignored;
+    struct cursor c = {(const unsigned char *)buf, len, (size_t)*index, &ignored};
+    if (*index < 0 || (size_t)*index > len || validate_term(&c, 0) < 0)
+        return -1;
+    *index = (int)c.pos;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -607,11 +612,17 @@ static int encode_text(ei_x_buff *x, PyObject *s, struct term_error *err)
 
 static int encode_items(ei_x_buff *x, PyObject *seq, int depth, struct term_error *err)
 {
+    /* A reference on each item while it is encoded: .tolist() runs code that could, in
+     * principle, drop the container's hold on it. */
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (encode(x, items[i], depth + 1, err) < 0)
+    for (Py_ssize_t i = 0; i < n && i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(item);
+        int rc = encode(x, item, depth + 1, err);
+        Py_DECREF(item);
+        if (rc < 0)
             return -1;
+    }
     return 0;
 }
 
@@ -621,9 +632,15 @@ static int encode_dict(ei_x_buff *x, PyObject *dict, int depth, struct term_erro
         return fail(err, "internal", "map header");
     Py_ssize_t pos = 0;
     PyObject *key, *value;
-    while (PyDict_Next(dict, &pos, &key, &value))
-        if (encode(x, key, depth + 1, err) < 0 || encode(x, value, depth + 1, err) < 0)
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        Py_INCREF(key);
+        Py_INCREF(value);
+        int rc = encode(x, key, depth + 1, err) < 0 || encode(x, value, depth + 1, err) < 0;
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc)
             return -1;
+    }
     return 0;
 }
 

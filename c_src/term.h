@@ -30,8 +30,9 @@ int term_validate(const char *buf, size_t len, struct term_error *err);
  * sets *ref and *ref_len to it and returns 0, so the error can go to the right caller. */
 int term_find_call_ref(const char *buf, size_t len, const char **ref, int *ref_len);
 
-/* Skips the term at *index of a validated buffer. */
-int term_skip(const char *buf, int *index);
+/* Skips the term at *index of buf[0..len) with the validator's bounds-checked walk (never
+ * ei_skip_term, which parses the insides of funs without checking them). -1 if malformed. */
+int term_skip(const char *buf, size_t len, int *index);
 
 /* Decodes the term at *index of a validated buffer into a new reference; NULL with err set
  * (kind "badarg") for terms Python cannot hold: pids, ports, references, funs, improper lists,

@@ -51,7 +51,8 @@ main([Exe]) ->
              {"4  connection loss mid-stream: error, port up, next call ok", fun case_conn_loss/1},
              {"4b server unreachable: 08001 at once, port up", fun case_unreachable/1},
              {"5  registry: publish in port A, load from database in port B", fun case_registry/1},
-             {"3  export retries real serialization failures (SERIALIZABLE)", fun case_retry/1}],
+             {"3  export retries real serialization failures (SERIALIZABLE)", fun case_retry/1},
+             {"7  failing export, odd sources: errors, never a hang", fun case_failures/1}],
     Results = [run_case(Name, Fun, Ctx1) || {Name, Fun} <- Cases],
     stop_port(Main),
     cleanup(Ctx),
@@ -83,6 +84,25 @@ detail(D) when is_list(D) -> D;
 detail(D) -> io_lib:format("~tp", [D]).
 
 %% ---- the cases --------------------------------------------------------------------------------
+
+%% An export into a missing table fails on its first batch while later batches are queued
+%% (this once deadlocked the producer thread); SQL sources of the wrong shape are badarg.
+case_failures(#{t := T} = Ctx) ->
+    P = maps:get(main, Ctx),
+    Name = bin(T("m_fail")),
+    Rows = [{U, I, 1.0} || U <- lists:seq(1, 400), I <- lists:seq(1, 30), (U + I) rem 3 =:= 0],
+    {ok, _} = call(P, {train, Name, als_spec({rows, Rows})}),
+    {error, {database, #{sqlstate := <<"42P01">>}}} =
+        call(P, {export, Name, #{table => bin(T("no_such_table")), batch_size => 50, n => 5}}),
+    {ok, pong} = call(P, ping),
+    {error, {badarg, _}} = call(P, {export, Name, #{table => <<"x; DROP TABLE y">>}}),
+    {error, {database, #{sqlstate := <<"42809">>}}} =
+        call(P, {train, bin(T("m_ddl")), als_spec({sql, <<"CREATE TEMP TABLE IF NOT EXISTS zz (a int)">>, []})}),
+    {error, {badarg, Msg}} =
+        call(P, {train, bin(T("m_date")), als_spec({sql, <<"SELECT 1::INT8, 2::INT8, 1.0::FLOAT8, now()::DATE">>, []})}),
+    {match, _} = re:run(Msg, "cannot be an id, a label or a time"),
+    {ok, pong} = call(P, ping),
+    "42P01 at once, 42809 for DDL, badarg for a DATE column".
 
 case_uuid(#{t := T} = Ctx) ->
     Users = T("uro_t_uuid_users"), Items = T("uro_t_uuid_items"), Inter = T("uro_t_uuid_inter"),

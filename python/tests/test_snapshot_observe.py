@@ -78,3 +78,42 @@ def test_recommend_many_matches_recommend_one_by_one(model_dir, rows):
     big = entry.n_items
     heavy = max(entry.user_ids, key=lambda u: len(entry.consumed[entry.user_inner(u)]))
     assert dict(rec.recommend_many(entry, [heavy], big, ro))[heavy] == rec.recommend(entry, heavy, big, ro)
+
+
+def test_observations_are_not_saved_into_the_snapshot(model_dir, rows):
+    """observe lives in memory until the next train or load, on both load paths alike."""
+    import os
+    import shutil
+
+    train_capturing("obs_save", {"algorithm": "ALS", "data": ("rows", rows),
+                                 "params": {"n_epochs": 1}})
+    user = rows[0][0]
+    top = commands.recommend("obs_save", user, 5, None)
+    commands.observe("obs_save", [(user, i, 1.0) for i in top])
+    saved = commands.save("obs_save")
+    commands.load("obs_save", {"version": saved["version"]})
+    from_snapshot = commands.recommend("obs_save", user, 5, None)
+    assert from_snapshot == top  # the observations are gone with the reload
+    plain = os.path.join(model_dir, "obs_save_plain")
+    shutil.copytree(saved["path"], plain)
+    os.remove(os.path.join(plain, "serving.npz"))  # force the libreco load
+    commands.load("obs_save", {"path": plain})
+    assert commands.recommend("obs_save", user, 5, None) == from_snapshot
+
+
+def test_bad_values_are_badarg_not_python_errors(model_dir, rows):
+    import pytest
+    from uro_rec.errors import BadArg
+
+    train_capturing("bad_vals", {"algorithm": "ALS", "data": ("rows", rows),
+                                 "params": {"n_epochs": 1}})
+    with pytest.raises(BadArg, match="too large"):
+        commands.observe("bad_vals", [(rows[0][0], rows[0][1], 10**400)])
+    with pytest.raises(BadArg, match="store"):
+        commands.observe("bad_vals", [(rows[0][0], rows[0][1], 1.0)], {"store": "yes"})
+    with pytest.raises(BadArg, match="table"):
+        commands.observe("bad_vals", [(rows[0][0], rows[0][1], 1.0)], {"table": "x; drop"})
+    with pytest.raises(BadArg, match="too large"):
+        commands.train("bad_vals2", {"algorithm": "ALS", "data": ("rows", [(1, 2, 10**400)])})
+    with pytest.raises(BadArg, match="model name"):
+        commands.recommend("bad_vals\n", 1, 3, None)

@@ -14,8 +14,8 @@ from . import recommend as rec
 from . import registry, sources
 from .errors import BadArg
 from .options import (
-    check_id, check_id_list, check_known, choice, model_name, non_neg_int, normalize_opts,
-    pos_int,
+    boolean, check_id, check_id_list, check_known, choice, finite_float, model_name,
+    non_neg_int, normalize_opts, pos_int,
 )
 from .port import A
 
@@ -166,7 +166,10 @@ def export(name, opts=None):
     if isinstance(users, str) and str(users) == "all":
         users = entry.user_ids
     else:
-        users = check_id_list(users, where, "users")
+        # Ids are stored as text: 1 and "1" would be one user twice in a batch.
+        seen = set()
+        users = [u for u in check_id_list(users, where, "users")
+                 if not (str(u) in seen or seen.add(str(u)))]
     n = pos_int(o.get("n", 10), where, "n")
     batch_size = pos_int(o.get("batch_size", 5000), where, "batch_size")
     table = o.get("table", "uro_rec_recommendations")
@@ -216,8 +219,10 @@ def observe(name, events, opts=None):
     entry = registry.get(model_name(name, where))
     o = normalize_opts(opts, "observe: opts")
     check_known(o, ("store", "table"), where)
+    store = boolean(o.get("store", True), where, "store")
+    table = db.check_table(o.get("table", "uro_rec_interactions"), where)
     if not isinstance(events, list):
-        raise BadArg(f"observe: events must be a list of {{User, Item, Label, Time}}")
+        raise BadArg("observe: events must be a list of {User, Item, Label, Time}")
     rows, by_user, unknown_items = [], {}, 0
     now = time.time()
     for k, ev in enumerate(events):
@@ -225,16 +230,18 @@ def observe(name, events, opts=None):
             raise BadArg(f"observe: event {k + 1} must be {{User, Item, Label[, Time]}}, got {ev!r}")
         user = check_id(ev[0], where, "user")
         item = check_id(ev[1], where, "item")
-        label, t = ev[2], ev[3] if len(ev) == 4 else now
-        for field, v in (("label", label), ("time", t)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise BadArg(f"observe: event {k + 1}: {field} must be a number, got {v!r}")
-        rows.append((user, item, float(label), float(t)))
+        label = finite_float(ev[2], where, f"event {k + 1} label")
+        t = finite_float(ev[3], where, f"event {k + 1} time") if len(ev) == 4 else now
+        rows.append((user, item, label, t))
         inner = entry.item_inner(item)
         if inner is None:
             unknown_items += 1
         else:
             by_user.setdefault(user, []).append(inner)
+    # Store first: a failed call must leave the model as it was.
+    stored = 0
+    if rows and store and db.info()[A("configured")]:
+        stored = db.append_events(rows, table)["affected"]
     for user, inners in by_user.items():
         arr = np.asarray(inners, dtype=np.intp)
         uid = entry.user_inner(user)
@@ -242,9 +249,5 @@ def observe(name, events, opts=None):
             entry.consumed[uid] = np.union1d(entry.consumed[uid], arr)
         else:
             entry.observed[user] = np.union1d(entry.observed.get(user, arr[:0]), arr)
-    stored = 0
-    store = o.get("store", True)
-    if rows and store and db.info()[A("configured")]:
-        stored = db.append_events(rows, o.get("table", "uro_rec_interactions"))["affected"]
     return {A("events"): len(rows), A("applied"): len(rows) - unknown_items,
             A("unknown_items"): unknown_items, A("stored"): stored}

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -65,12 +66,14 @@ def execute(query, params=()):
         return _port.db_execute(query, list(params))
 
 
-def transaction(statements, max_retries=20):
+def transaction(statements, max_retries=20, retry_unique=False):
     """Runs (query, params) statements in one transaction; params is a list, or the bytes
-    to feed a COPY ... FROM STDIN."""
+    to feed a COPY ... FROM STDIN. Retried on 40001/40P01, and on 23505 (a few times) when
+    retry_unique says a concurrent writer may have taken the keys first."""
     with translated():
         return _port.db_transaction(
-            [(q, p if isinstance(p, bytes) else list(p)) for q, p in statements], max_retries)
+            [(q, p if isinstance(p, bytes) else list(p)) for q, p in statements], max_retries,
+            retry_unique)
 
 
 # ---- training data ---------------------------------------------------------------------------
@@ -114,6 +117,9 @@ def frame_from_sql(query, params, where):
         if nulls:
             raise BadArg(f"{where}: column {name} ({field}) is NULL in {nulls} rows, first at "
                          f"row {first_null + 1}; nothing was loaded")
+        if kind == "unsupported":
+            raise BadArg(f"{where}: column {name} ({field}) has a type (oid {values}) that "
+                         f"cannot be an id, a label or a time: cast it in the query")
         if field == "label" and kind == "text":
             raise BadArg(f"{where}: column {name} (label) must be numeric")
         if field in ("user", "item") and kind in ("float64", "time"):
@@ -139,10 +145,15 @@ def _number_literal(values):
                           for v in values) + "}"
 
 
-def _check_table(table, where):
-    if not isinstance(table, str) or not table.replace("_", "").replace(".", "").isalnum():
+_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+
+
+def check_table(table, where):
+    """Table names are spliced into SQL (they cannot be parameters): only plain, optionally
+    schema-qualified, ASCII identifiers pass."""
+    if not isinstance(table, str) or not _TABLE_RE.fullmatch(table):
         raise BadArg(f"{where}: table must be a plain SQL identifier, got {table!r}")
-    return table
+    return str(table)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -178,10 +189,13 @@ def _batch_statements(table, model, version, batch_users, us, rs, its, ss, metho
     return [delete, write]
 
 
-def _batches(table, model, version, lists, batch_size, method):
-    """(statements, rows) per batch of about batch_size rows; a user's list never splits."""
+def _batches(table, model, version, lists, batch_size, method, stop):
+    """(statements, rows) per batch of about batch_size rows; a user's list never splits.
+    Stops early once ``stop`` is set (the export failed or timed out)."""
     batch_users, us, rs, its, ss = [], [], [], [], []
     for user, scored in lists:
+        if stop.is_set():
+            return
         batch_users.append(user)
         for rank, (item, score) in enumerate(scored, 1):
             us.append(user)
@@ -205,24 +219,28 @@ def write_lists(model, version, lists, table, batch_size, where="export", method
     as a whole (c_src/db.c). Computing the lists and waiting for the server overlap: a
     producer thread builds the next batches while the main thread's transaction waits on
     the network without the GIL."""
-    table = _check_table(table, where)
+    table = check_table(table, where)
     pending = queue.Queue(maxsize=2)
     stop = threading.Event()
 
+    def hand_over(item):
+        """Queues item unless the main thread has given up (it then stops reading)."""
+        while not stop.is_set():
+            try:
+                pending.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
-            for batch in _batches(table, model, version, lists, batch_size, method):
-                while not stop.is_set():
-                    try:
-                        pending.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            for batch in _batches(table, model, version, lists, batch_size, method, stop):
+                if not hand_over(batch):
                     return
-            pending.put(None)
+            hand_over(None)
         except BaseException as exc:  # handed to the main thread, which raises it
-            pending.put(exc)
+            hand_over(exc)
 
     producer = threading.Thread(target=produce, name="uro_rec-export", daemon=True)
     producer.start()
@@ -235,7 +253,7 @@ def write_lists(model, version, lists, table, batch_size, where="export", method
             if isinstance(item, BaseException):
                 raise item
             statements, n = item
-            retries += transaction(statements)["retries"]
+            retries += transaction(statements, retry_unique=True)["retries"]
             rows += n
             batches += 1
     finally:
@@ -250,6 +268,8 @@ def apply_schema(directory=None):
     """Runs priv/sql/*.sql in order, one statement at a time (CockroachDB wants DDL outside
     explicit transactions)."""
     directory = os.path.abspath(directory or SCHEMA_DIR)
+    if not os.path.isdir(directory):
+        raise BadArg(f"apply_schema: {directory} is not a directory")
     applied = []
     for fname in sorted(f for f in os.listdir(directory) if f.endswith(".sql")):
         with open(os.path.join(directory, fname)) as f:
@@ -287,7 +307,10 @@ def publish(name, version, algorithm, n_users, n_items, metrics_json, directory)
     """Stores a saved version: chunks first, in transactions of ~8 MiB, then the metadata
     row, so a reader never finds a version whose files are incomplete."""
     total = 0
-    transaction([("DELETE FROM uro_rec_model_chunks WHERE name = $1 AND version = $2",
+    # Re-publishing a version: its metadata row goes with its old chunks, in one
+    # transaction, so no reader ever sees metadata over half-replaced files.
+    transaction([("DELETE FROM uro_rec_models WHERE name = $1 AND version = $2", [name, version]),
+                 ("DELETE FROM uro_rec_model_chunks WHERE name = $1 AND version = $2",
                   [name, version])])
     pending, pending_bytes = [], 0
     insert = ("INSERT INTO uro_rec_model_chunks (name, version, path, chunk, data) "
@@ -333,8 +356,9 @@ def fetch(name, version, model_root):
     final = os.path.join(model_root, name, str(version))
     if os.path.isdir(final) and checksum(final) == digest:
         return version, final
-    tmp = tempfile.mkdtemp(prefix=f".fetch-{version}-", dir=os.path.join(model_root, name)
-                           if os.path.isdir(os.path.join(model_root, name)) else None)
+    # The temporary directory sits beside the final one: rename(2) cannot cross filesystems.
+    os.makedirs(os.path.join(model_root, name), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".fetch-{version}-", dir=os.path.join(model_root, name))
     try:
         r = execute("SELECT path, data FROM uro_rec_model_chunks WHERE name = $1 AND "
                     "version = $2 ORDER BY path, chunk", [name, version])
@@ -361,7 +385,7 @@ def fetch(name, version, model_root):
 
 def append_events(events, table="uro_rec_interactions"):
     """Appends observed events in one statement (arrays, not one parameter per row)."""
-    table = _check_table(table, "observe")
+    table = check_table(table, "observe")
     users, items, labels, times = zip(*events)
     q = (f"INSERT INTO {table} (user_id, item_id, label, created_at) "
          f"SELECT u, i, l, TIMESTAMPTZ '1970-01-01 00:00:00+00' + t * INTERVAL '1 second' "

@@ -30,6 +30,7 @@ class Entry:
             np.unique(np.asarray(consumed.get(u, ()), dtype=np.intp))
             for u in range(self.n_users)
         ]
+        self.trained_consumed = list(self.consumed)
         vecs = (model.user_embeds_np, model.item_embeds_np) if self.kind == "embed" else None
         bounds = (getattr(model, "lower_bound", None), getattr(model, "upper_bound", None))
         width = getattr(model, "embed_size", None)
@@ -51,6 +52,7 @@ class Entry:
         indptr, indices = snapshot["consumed_indptr"], snapshot["consumed_indices"]
         self.consumed = [indices[indptr[u]:indptr[u + 1]].astype(np.intp)
                          for u in range(self.n_users)]
+        self.trained_consumed = list(self.consumed)
         bounds = tuple(float(b) for b in snapshot["bounds"]) if snapshot["bounds"].size else (None, None)
         self._finish((snapshot["user_vecs"], snapshot["item_vecs"]),
                      int(snapshot["embed_width"]), bounds)
@@ -59,9 +61,12 @@ class Entry:
     def snapshot_arrays(self):
         """What :meth:`from_snapshot` needs, for an embedding model (saved beside libreco's
         own files as serving.npz)."""
-        lengths = np.fromiter((len(c) for c in self.consumed), dtype=np.int64, count=self.n_users)
+        # What the model was trained on, not what observe added since: observations live in
+        # memory until the next train or load, on both load paths alike.
+        consumed = self.trained_consumed
+        lengths = np.fromiter((len(c) for c in consumed), dtype=np.int64, count=self.n_users)
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        indices = (np.concatenate(self.consumed) if self.consumed else np.empty(0)).astype(np.int64)
+        indices = (np.concatenate(consumed) if consumed else np.empty(0)).astype(np.int64)
         lo, hi = self.bounds
         return {
             "user_vecs": self.user_vecs, "item_vecs": self.item_vecs,
@@ -119,8 +124,11 @@ class Entry:
         if self.kind == "embed":
             # Row n_users is libreco's out-of-vocabulary row: the mean user
             # embedding, i.e. the 'average' cold-start user.
-            self.user_vecs = np.ascontiguousarray(vecs[0])
-            self.item_vecs = np.ascontiguousarray(vecs[1][: self.n_items])
+            # float64: products of float32 values are exact in it, so a user scored alone
+            # (matrix x vector) and in a block (matrix x matrix) get the same scores to the
+            # last bits that matter, whatever order each BLAS kernel sums in.
+            self.user_vecs = np.ascontiguousarray(vecs[0], dtype=np.float64)
+            self.item_vecs = np.ascontiguousarray(vecs[1][: self.n_items], dtype=np.float64)
             width = int(width or self.item_vecs.shape[1])
             self.embed_width = min(width, self.item_vecs.shape[1])
             # Scoring copy padded with zero rows to a whole number of sqrt(n)-sized chunks,

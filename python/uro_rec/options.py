@@ -66,7 +66,7 @@ def model_name(name, where):
     if isinstance(name, bytes) or not isinstance(name, str):
         raise BadArg(f"{where}: model name must be an atom or a string, got {name!r}")
     name = str(name)
-    if not _NAME_RE.match(name) or name in (".", ".."):
+    if not _NAME_RE.fullmatch(name) or name in (".", ".."):
         raise BadArg(
             f"{where}: model name must be 1-128 characters of letters, digits, "
             f"'_', '-', '.', not starting with '.' or '-', got {name!r}"
@@ -113,9 +113,21 @@ def boolean(value, where, field):
     return value
 
 
+def finite_float(value, where, field):
+    """A number as a float; bools, non-numbers and integers too large for a float are
+    BadArg naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadArg(f"{where}: {field} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise BadArg(f"{where}: {field} is too large for a float: {value!r}") from None
+
+
 def fraction(value, where, field):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadArg(f"{where}: {field} must be a number in (0, 1), got {value!r}")
+    value = finite_float(value, where, field)
     if not (0.0 < float(value) < 1.0) or math.isnan(value):
         raise BadArg(f"{where}: {field} must be a number in (0, 1), got {value!r}")
     return float(value)

@@ -48,7 +48,12 @@ class RecOpts:
     scores: bool = False
 
 
+_DEFAULT_OPTS = RecOpts(exclude=_NO_ITEMS)
+
+
 def parse_opts(entry, opts, where):
+    if opts is None or (isinstance(opts, (dict, list)) and not opts):
+        return _DEFAULT_OPTS  # the common call: nothing to check or build
     o = normalize_opts(opts, f"{where}: opts")
     check_known(o, ("filter_consumed", "cold_start", "exclude", "scores"), where)
     exclude = check_id_list(o.get("exclude", []), where, "exclude")
@@ -181,7 +186,8 @@ def _embed_top(entry, uvec, uid, n, ro, extra=None):
 
 def top_k(raw, k, c=None):
     """Indices of the ``k`` largest values of each row of ``raw`` (B x N, k <= N), best
-    first; equal values in index order. A row gives the same answer alone or in a block.
+    first (among equal values the choice is arbitrary but fixed: a row gives the same answer
+    alone or in a block, and the kept ones are listed in index order).
 
     One argpartition over N values costs ~50-130 us at N = 10,000; most of that is spent
     on items that cannot make a top 10. So: cut each row into ~sqrt(N) chunks and take

@@ -144,9 +144,12 @@ def load(name, version=None, path=None):
                 f"{', '.join(map(str, vs))}"
             )
         directory = os.path.join(model_dir(), name, str(version))
-    with open(os.path.join(directory, META), encoding="utf-8") as f:
-        meta = json.load(f)
-    algorithm = meta["algorithm"]
+    try:
+        with open(os.path.join(directory, META), encoding="utf-8") as f:
+            meta = json.load(f)
+        algorithm, _task, _u, _i = meta["algorithm"], meta["task"], meta["user_ids"], meta["item_ids"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BadArg(f"load: {directory}/{META} is not a readable uro_rec model record: {e}") from None
     algorithms.resolve_name(algorithm, "load")
 
     def load_libreco():

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BadArg
-from .options import check_id
+from .options import check_id, finite_float
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
@@ -51,9 +51,7 @@ def id_column(values, where, field):
 
 
 def _number(v, where, field):
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise BadArg(f"{where}: {field} must be a number, got {v!r}")
-    return float(v)
+    return finite_float(v, where, field)
 
 
 def _tag(source, where):
@@ -107,9 +105,10 @@ def _frame(users, items, labels, times, where):
 
 
 def _parse_id(text):
-    """CSV ids: an integer if the whole field is one, else the string itself."""
+    """CSV ids: an integer if the field is one written canonically ("7", "-7"), else the
+    string itself, so "007" and "7" stay two ids."""
     t = text.strip()
-    if t and (t.isdigit() or (t[0] in "+-" and t[1:].isdigit())):
+    if t.isascii() and t.lstrip("-").isdigit() and str(int(t)) == t:
         return int(t)
     return t
 
@@ -119,9 +118,16 @@ def from_csv(path, where="data"):
         raise BadArg(f"{where}: csv path must be a string, got {_short(path)}")
     if not os.path.isfile(path):
         raise BadArg(f"{where}: csv file {path} does not exist")
-    users, items, labels, times = [], [], [], []
     # csv module rather than pandas.read_csv: read_csv would parse large ids as
     # float and mix types per chunk; here every field is decided on its own.
+    try:
+        return _read_csv(path, where)
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise BadArg(f"{where}: csv {path} cannot be read: {e}") from None
+
+
+def _read_csv(path, where):
+    users, items, labels, times = [], [], [], []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]

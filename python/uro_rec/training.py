@@ -132,7 +132,7 @@ def train(name, spec):
         fitkw = algorithms.fit_kwargs(cls, fit, ns, where)
         try:
             model.fit(trainset, **fitkw)
-        except (ValueError, AssertionError) as e:
+        except (ValueError, AssertionError, TypeError) as e:
             # libreco validates task/labels/neg_sampling combinations this way
             raise BadArg(f"train: libreco refused to fit {algorithm}: {e}") from e
     seconds = time.perf_counter() - started

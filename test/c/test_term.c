@@ -525,6 +525,27 @@ static void test_find_call_ref_of_too_deep_call(void **state)
     assert_int_equal((unsigned char)ref[1], 77);
 }
 
+static void test_skip_of_a_fun_uses_its_size_not_its_insides(void **state)
+{
+    (void)state;
+    /* {x, Fun} where Fun claims Size 4 (only its own size field): ei_skip_term would parse
+     * the fields that are not there and read past the buffer. */
+    const char frame[] = {(char)131, ERL_SMALL_TUPLE_EXT, 2, ERL_SMALL_ATOM_UTF8_EXT, 1, 'x',
+                          ERL_NEW_FUN_EXT, 0, 0, 0, 4};
+    char *copy = malloc(sizeof(frame)); /* exact size: ASan sees any overread */
+    memcpy(copy, frame, sizeof(frame));
+    struct term_error err = {0};
+    assert_int_equal(term_validate(copy, sizeof(frame), &err), 0);
+    int index = 1;
+    assert_int_equal(term_skip(copy, sizeof(frame), &index), 0);
+    assert_int_equal(index, (int)sizeof(frame));
+    index = 1;
+    PyObject *obj = term_to_py(copy, &index, &err);
+    assert_null(obj);
+    assert_string_equal(err.kind, "badarg");
+    free(copy);
+}
+
 /* ---- set-up ------------------------------------------------------------------------------- */
 
 static int start_python(void **state)
@@ -567,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_malformed_corpus),
         cmocka_unit_test(test_random_mutations_never_crash),
         cmocka_unit_test(test_find_call_ref_of_too_deep_call),
+        cmocka_unit_test(test_skip_of_a_fun_uses_its_size_not_its_insides),
     };
     return cmocka_run_group_tests(tests, start_python, NULL);
 }
