@@ -154,7 +154,9 @@ void commands_disable_python(const char *why)
     snprintf(python_down, sizeof(python_down), "python did not start: %s", why);
 }
 
-static const char *run_in_python(const struct call *call)
+/* Decodes the call's arguments and runs module.fn on them (python/uro_rec). */
+static const char *run_python_function(const struct call *call, const char *module,
+                                       const char *fn)
 {
     if (python_down[0])
         return frames_reply_error(call->ref, call->ref_len, "internal", "%s", python_down);
@@ -163,7 +165,12 @@ static const char *run_in_python(const struct call *call)
     if (!args)
         return frames_reply_error(call->ref, call->ref_len, err.kind ? err.kind : "internal",
                                   "%s: %s", call->name, err.message);
-    return call_python(call, "uro_rec.commands", call->name, args);
+    return call_python(call, module, fn, args);
+}
+
+static const char *run_in_python(const struct call *call)
+{
+    return run_python_function(call, "uro_rec.commands", call->name);
 }
 
 /* Calls module.fn(*args) under the call's deadline and replies; steals args. */
@@ -195,14 +202,7 @@ static const char *run_fault(const struct call *call)
     if (!enabled || strcmp(enabled, "1") != 0)
         return frames_reply_error(call->ref, call->ref_len, "unsupported",
                                   "fault injection is off: start the port with URO_REC_FAULTS=1");
-    if (python_down[0])
-        return frames_reply_error(call->ref, call->ref_len, "internal", "%s", python_down);
-    struct term_error err = {0};
-    PyObject *args = decode_args(call, &err);
-    if (!args)
-        return frames_reply_error(call->ref, call->ref_len, err.kind ? err.kind : "internal",
-                                  "fault: %s", err.message);
-    return call_python(call, "uro_rec.faults", "inject", args);
+    return run_python_function(call, "uro_rec.faults", "inject");
 }
 
 /* ---- parsing the call frame ---------------------------------------------------------------- */
