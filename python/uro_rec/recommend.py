@@ -98,13 +98,15 @@ def recommend(entry, user, n, ro):
     return [item_ids[i] for i in ids]
 
 
-def recommend_many(entry, users, n, ro, block=512):
+def recommend_many(entry, users, n, ro, block=64):
     """``[(user, list)]`` for many users, the same lists :func:`recommend` gives one by one.
 
-    Embedding models score a block of known users with one matrix product and one
-    argpartition per block instead of one of each per user (export and recommend_many of
-    thousands of users are an order of magnitude faster). Rows whose candidates run short
-    of ``n`` after masking, unknown users and other models take the one-by-one path."""
+    Embedding models score a block of known users with one matrix product and one top_k
+    per block instead of one of each per user (export and recommend_many of thousands of
+    users are an order of magnitude faster). 64 users a block keep the block's scores
+    (64 x N doubles, 2.5 MiB at N = 5,000) in cache: 512 were a third slower. Rows whose
+    candidates run short of ``n`` after masking, unknown users and other models take the
+    one-by-one path."""
     if entry.kind != "embed" or n == 0:
         return [(u, recommend(entry, u, n, ro)) for u in users]
     out = []
@@ -135,11 +137,11 @@ def _embed_block(entry, users, n, ro):
         if short.size:
             avail[short] = total - np.count_nonzero(raw[short, :total] == -np.inf, axis=1)
         k = min(n, total)
-        top = top_k(raw, k, entry.chunk)
+        top, exact = _rescored(entry, entry.user_vecs[rows], top_k(raw, k, entry.chunk))
         item_ids = entry.item_ids
         top_lists = top.tolist()  # once per block: per-row tolist costs more than the rows
         if ro.scores:
-            score_lists = normalize_scores(entry, np.take_along_axis(raw, top, axis=1)).tolist()
+            score_lists = normalize_scores(entry, exact).tolist()
         for j, kpos in enumerate(known):
             if avail[j] < n:
                 continue  # short of candidates: the one-by-one path tops up
@@ -179,46 +181,73 @@ def _embed_top(entry, uvec, uid, n, ro, extra=None):
     k = min(n, avail)
     if k <= 0:
         return [], []
-    top = top_k(raw[None, :], k, entry.chunk)[0]
-    ids = top.tolist()
-    return ids, (normalize_scores(entry, raw[top]) if ro.scores else None)
+    top, exact = _rescored(entry, uvec, top_k(raw[None, :], k, entry.chunk)[0])
+    return top.tolist(), (normalize_scores(entry, exact) if ro.scores else None)
+
+
+def _rescored(entry, uvecs, top):
+    """The chosen items (``top``: k per user) scored again as a plain sum of products, and
+    re-sorted by those scores (ties by index). BLAS gives the same bits for a score only
+    within one shape of product: a user scored alone (matrix-vector) and in a block
+    (matrix-matrix, rows at other offsets) differ in the last bit now and then. Summing the
+    few chosen products is the same computation on every path, so recommend,
+    recommend_many and export agree to the last bit."""
+    exact = (uvecs[..., None, :] * entry.item_vecs_scoring[top]).sum(axis=-1)
+    order = np.lexsort((top, -exact), axis=-1)
+    if top.ndim == 1:  # one user: plain indexing, a third of take_along_axis's overhead
+        return top[order], exact[order]
+    return np.take_along_axis(top, order, -1), np.take_along_axis(exact, order, -1)
 
 
 def top_k(raw, k, c=None):
     """Indices of the ``k`` largest values of each row of ``raw`` (B x N, k <= N), best
-    first (among equal values the choice is arbitrary but fixed: a row gives the same answer
-    alone or in a block, and the kept ones are listed in index order).
+    first; among equal values the lower index wins. So the answer is a function of the row
+    alone: the same for a row alone as in a block.
 
-    One argpartition over N values costs ~50-130 us at N = 10,000; most of that is spent
-    on items that cannot make a top 10. So: cut each row into ~sqrt(N) chunks and take
-    each chunk's maximum; the k best values all lie in the k chunks with the best maxima
-    (the k-th best chunk maximum T has k values >= T, so the k-th best value is >= T, and
-    every top value sits in a chunk whose maximum is >= it). Only those k chunks' values
-    are partitioned."""
+    Any threshold T with at least k values >= T has all of the k best among those values,
+    so only they need sorting. T is the k-th best chunk maximum: cut each row into
+    ~sqrt(N) chunks; the k chunks with the best maxima hold k values >= T. Finding T reads
+    the row once (the chunk maxima), and the values >= T are one comparison and one
+    flatnonzero away; a full argpartition of N = 5,000 values costs several times that.
+    Short rows and long lists take T = the k-th best value itself (np.partition). A row
+    where fewer than k values reach T (NaN among the scores) is sorted whole."""
     b, n = raw.shape
     c = c or max(1, int(np.sqrt(n)))
     chunks = -(-n // c)
-    if k >= chunks or k * c * 4 > n:  # few items or a long list: plain partition
-        cand = np.argpartition(raw, n - k, axis=1)[:, n - k:] if k < n else \
-            np.broadcast_to(np.arange(n), (b, n))
-        scores = np.take_along_axis(raw, cand, axis=1)
-        return np.take_along_axis(cand, np.lexsort((cand, -scores), axis=1), axis=1)
-    pad = chunks * c - n
-    padded = np.pad(raw, ((0, 0), (0, pad)), constant_values=-np.inf) if pad else raw
-    if b == 1:  # the same steps on 1-D views: a third of the numpy call overhead
-        row = padded[0]
-        best = np.argpartition(row.reshape(chunks, c).max(axis=1), chunks - k)[chunks - k:]
-        pool = (best[:, None] * c + np.arange(c)).ravel()
-        pick = np.argpartition(row[pool], k * c - k)[k * c - k:]
-        cand = pool[pick]
-        return cand[np.lexsort((cand, -row[cand]))][None, :]
-    maxima = padded.reshape(b, chunks, c).max(axis=2)
-    best = np.argpartition(maxima, chunks - k, axis=1)[:, chunks - k:]
-    pool = (best[:, :, None] * c + np.arange(c)).reshape(b, k * c)
-    pick = np.argpartition(np.take_along_axis(padded, pool, axis=1), k * c - k, axis=1)
-    cand = np.take_along_axis(pool, pick[:, k * c - k:], axis=1)
-    scores = np.take_along_axis(raw, cand, axis=1)
-    return np.take_along_axis(cand, np.lexsort((cand, -scores), axis=1), axis=1)
+    if k >= chunks or k * c * 4 > n:
+        t = np.partition(raw, n - k, axis=1)[:, n - k]
+    else:
+        pad = chunks * c - n
+        padded = np.pad(raw, ((0, 0), (0, pad)), constant_values=-np.inf) if pad else raw
+        if b == 1:  # one recommend: only the chunks that reach T are read again
+            row = padded[0]
+            maxima = row.reshape(chunks, c).max(axis=1)
+            t = np.partition(maxima, chunks - k)[chunks - k]
+            # (padding sits at indices >= n with -inf: it can reach T only when T is -inf,
+            # and then the k real values at lower indices win the ties)
+            pool = (np.flatnonzero(maxima >= t)[:, None] * c + np.arange(c)).ravel()
+            cand = pool[row[pool] >= t]
+            return (_best_of(row, cand, k) if cand.size >= k else _sorted_row(raw[0], k))[None, :]
+        maxima = padded.reshape(b, chunks, c).max(axis=2)
+        t = np.partition(maxima, chunks - k, axis=1)[:, chunks - k]
+    rows, cols = np.divmod(np.flatnonzero(raw >= t[:, None]), n)
+    counts = np.bincount(rows, minlength=b)
+    if (counts < k).any():
+        return np.stack([_sorted_row(raw[r], k) if counts[r] < k
+                         else _best_of(raw[r], np.flatnonzero(raw[r] >= t[r]), k)
+                         for r in range(b)])
+    order = np.lexsort((-raw[rows, cols], rows))  # stable: ties stay in index order
+    starts = np.cumsum(counts) - counts
+    return cols[order][starts[:, None] + np.arange(k)]
+
+
+def _best_of(row, cand, k):
+    """The k best of ``cand`` (ascending indices): a stable sort keeps ties in index order."""
+    return cand[np.argsort(-row[cand], kind="stable")[:k]]
+
+
+def _sorted_row(row, k):
+    return np.lexsort((np.arange(row.size), -row))[:k]
 
 
 def _popular(entry, n, ro, banned, taken=()):
