@@ -36,7 +36,8 @@ LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
 LDLIBS_PQ = -lpq -lz
 
 PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybridge.c \
-            c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c c_src/db.c
+            c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c c_src/db.c \
+            c_src/copytext.c
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
@@ -73,8 +74,8 @@ priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ c_src/echo_port.c c_src/erlcmd.c $(LDLIBS_EI)
 
 # ---- tests ----------------------------------------------------------------------------------
-UNIT_SRC := c_src/erlcmd.c c_src/term.c
-TESTS    := test_erlcmd test_term
+UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/copytext.c
+TESTS    := test_erlcmd test_term test_copytext
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 _build/%: test/c/%.c $(UNIT_SRC) $(HDRS)

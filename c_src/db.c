@@ -15,7 +15,8 @@
  * Transactions (db_transaction). CockroachDB runs SERIALIZABLE and asks clients to retry on
  * SQLSTATE 40001. We retry the whole transaction (ROLLBACK, wait, BEGIN again), which is what
  * both CockroachDB and PostgreSQL accept; the wait grows 10 ms, 20 ms, ... up to 1 s, with
- * jitter, up to max_retries times.
+ * jitter, up to max_retries times. Each attempt, BEGIN to COMMIT, runs without the GIL: the
+ * statements are turned into C strings first, and the rows come back to Python after.
  */
 #include "db.h"
 
@@ -49,8 +50,12 @@
 #define OID_NUMERIC 1700
 #define OID_UUID 2950
 
+/* Slot 0 serves every command. An export with writers > 1 also writes through slots 1..,
+ * each used by one Python thread at a time, and closes them when it ends (db_release). */
+#define DB_SLOTS 4
+
 static char *conninfo;
-static PGconn *conn;
+static PGconn *conns[DB_SLOTS];
 static uint64_t next_attempt_us;
 static uint64_t backoff_us;
 static PyObject *database_error;
@@ -67,13 +72,13 @@ static PyObject *raise_db(const char *sqlstate, const char *message)
     return NULL;
 }
 
-static PyObject *raise_result(PGresult *res)
+static PyObject *raise_result(PGconn *c, PGresult *res)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
-    if (!state && conn && PQstatus(conn) == CONNECTION_BAD)
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
+    if (!state && c && PQstatus(c) == CONNECTION_BAD)
         state = "08006"; /* connection failure */
-    return raise_db(state, msg && *msg ? msg : PQerrorMessage(conn));
+    return raise_db(state, msg && *msg ? msg : PQerrorMessage(c));
 }
 
 /* ---- connection ----------------------------------------------------------------------------- */
@@ -84,11 +89,11 @@ void db_configure(const char *info)
     conninfo = info && *info ? strdup(info) : NULL;
 }
 
-static void drop_connection(void)
+static void drop_connection(int slot)
 {
-    if (conn)
-        PQfinish(conn);
-    conn = NULL;
+    if (conns[slot])
+        PQfinish(conns[slot]);
+    conns[slot] = NULL;
 }
 
 static void ignore_notice(void *arg, const char *message)
@@ -97,12 +102,14 @@ static void ignore_notice(void *arg, const char *message)
     (void)message;
 }
 
-/* Returns a healthy connection, or NULL with DatabaseError set. */
-static PGconn *connection(void)
+/* Returns the slot's healthy connection, or NULL with DatabaseError set. Called with the GIL,
+ * which keeps the backoff state consistent between an export's writer threads. */
+static PGconn *connection_of(int slot)
 {
+    PGconn *conn = conns[slot];
     if (conn && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE)
         return conn;
-    drop_connection();
+    drop_connection(slot);
     if (!conninfo) {
         raise_db("08001", "no database configured: start the port with --database-url or "
                           "DATABASE_URL");
@@ -113,11 +120,11 @@ static PGconn *connection(void)
         raise_db("08001", "database unreachable; next reconnect attempt after backoff");
         return NULL;
     }
-    conn = PQconnectdb(conninfo);
+    conn = conns[slot] = PQconnectdb(conninfo);
     if (PQstatus(conn) != CONNECTION_OK) {
         char msg[1024];
         snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
-        drop_connection();
+        drop_connection(slot);
         backoff_us = backoff_us ? (backoff_us * 2 > 5000000 ? 5000000 : backoff_us * 2) : 100000;
         next_attempt_us = now + backoff_us;
         raise_db("08001", msg);
@@ -129,6 +136,11 @@ static PGconn *connection(void)
      * (A NULL processor would be ignored by libpq: it needs a function.) */
     PQsetNoticeProcessor(conn, ignore_notice, NULL);
     return conn;
+}
+
+static PGconn *connection(void)
+{
+    return connection_of(0);
 }
 
 /* ---- parameters: Python values as text (bytes as binary) ------------------------------------ */
@@ -490,7 +502,7 @@ static PyObject *db_columns(PyObject *self, PyObject *args)
                                  p.formats, 1);
     free_params(&p);
     if (!sent || !PQsetSingleRowMode(c)) {
-        raise_result(NULL);
+        raise_result(c, NULL);
         drain(c);
         return NULL;
     }
@@ -526,7 +538,7 @@ static PyObject *db_columns(PyObject *self, PyObject *args)
             PQclear(res);
             failed = 1;
         } else {
-            raise_result(res);
+            raise_result(c, res);
             PQclear(res);
             failed = 1;
         }
@@ -598,30 +610,24 @@ static PyObject *rows_of(PGresult *res)
     return rows;
 }
 
-/* Runs one statement; returns the PGresult (caller clears) or NULL with DatabaseError set. */
-/* COPY ... FROM STDIN with data (bytes in COPY's text format) as its whole input. Runs
- * without the GIL: data belongs to the caller's statement list, which outlives the call. */
-static PGresult *copy_in(PGconn *c, const char *query, PyObject *data)
+/* COPY ... FROM STDIN with data[0..len) (COPY's text format) as its whole input. Called
+ * without the GIL: data belongs to a bytes object the caller holds. */
+static PGresult *copy_in(PGconn *c, const char *query, const char *data, Py_ssize_t len)
 {
-    const char *buf = PyBytes_AS_STRING(data);
-    Py_ssize_t len = PyBytes_GET_SIZE(data);
-    PGresult *res;
-    Py_BEGIN_ALLOW_THREADS
-    res = PQexec(c, query);
-    if (PQresultStatus(res) == PGRES_COPY_IN) {
-        PQclear(res);
-        int ok = 1;
-        for (Py_ssize_t at = 0; ok && at < len; at += 1 << 20) {
-            Py_ssize_t n = len - at < (1 << 20) ? len - at : (1 << 20);
-            ok = PQputCopyData(c, buf + at, (int)n) == 1;
-        }
-        PQputCopyEnd(c, ok ? NULL : "could not send the data");
-        res = PQgetResult(c);
-        PGresult *extra;
-        while ((extra = PQgetResult(c)))
-            PQclear(extra);
+    PGresult *res = PQexec(c, query);
+    if (PQresultStatus(res) != PGRES_COPY_IN)
+        return res;
+    PQclear(res);
+    int ok = 1;
+    for (Py_ssize_t at = 0; ok && at < len; at += 1 << 20) {
+        Py_ssize_t n = len - at < (1 << 20) ? len - at : (1 << 20);
+        ok = PQputCopyData(c, data + at, (int)n) == 1;
     }
-    Py_END_ALLOW_THREADS
+    PQputCopyEnd(c, ok ? NULL : "could not send the data");
+    res = PQgetResult(c);
+    PGresult *extra;
+    while ((extra = PQgetResult(c)))
+        PQclear(extra);
     return res;
 }
 
@@ -632,27 +638,62 @@ static int is_copy(const char *query)
     return strncasecmp(query, "COPY", 4) == 0;
 }
 
-/* Runs one statement; the network wait happens without the GIL, so Python threads (the
- * export's producer) compute while the server works. A COPY statement takes bytes as its
- * "params": the data. */
-static PGresult *run(PGconn *c, const char *query, PyObject *param_list)
+/* One statement, ready to run without the GIL: its parameters as C strings, or for a COPY
+ * statement its data (bytes, passed where the parameters would be). */
+struct statement {
+    const char *query;
+    struct params p;
+    const char *data;
+    Py_ssize_t len;
+    int copy;
+};
+
+/* Fills s from (query, params); the strings stay valid while the caller holds the tuple. */
+static int prepare(PyObject *item, struct statement *s)
 {
-    PGresult *res;
-    if (is_copy(query) && PyBytes_Check(param_list)) {
-        res = copy_in(c, query, param_list);
-    } else {
-        struct params p;
-        if (build_params(param_list, &p) < 0)
-            return NULL;
-        Py_BEGIN_ALLOW_THREADS
-        res = PQexecParams(c, query, p.n, NULL, (const char *const *)p.values, p.lengths,
-                           p.formats, 0);
-        Py_END_ALLOW_THREADS
-        free_params(&p);
+    memset(s, 0, sizeof(*s));
+    PyObject *params;
+    if (!PyArg_ParseTuple(item, "sO", &s->query, &params))
+        return -1;
+    if (is_copy(s->query) && PyBytes_Check(params)) {
+        s->copy = 1;
+        s->data = PyBytes_AS_STRING(params);
+        s->len = PyBytes_GET_SIZE(params);
+        return 0;
     }
+    return build_params(params, &s->p);
+}
+
+/* Runs a prepared statement; call without the GIL. Returns the PGresult (caller clears). */
+static PGresult *execute(PGconn *c, struct statement *s)
+{
+    if (s->copy)
+        return copy_in(c, s->query, s->data, s->len);
+    return PQexecParams(c, s->query, s->p.n, NULL, (const char *const *)s->p.values,
+                        s->p.lengths, s->p.formats, 0);
+}
+
+static int succeeded(PGresult *res)
+{
     ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        raise_result(res);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* Runs one statement with the network wait outside the GIL, so Python threads (the export's
+ * producer) compute while the server works. Returns the PGresult (caller clears) or NULL
+ * with DatabaseError set. */
+static PGresult *run(PGconn *c, PyObject *item)
+{
+    struct statement s;
+    if (prepare(item, &s) < 0)
+        return NULL;
+    PGresult *res;
+    Py_BEGIN_ALLOW_THREADS
+    res = execute(c, &s);
+    Py_END_ALLOW_THREADS
+    free_params(&s.p);
+    if (!succeeded(res)) {
+        raise_result(c, res);
         PQclear(res);
         return NULL;
     }
@@ -678,7 +719,7 @@ static PyObject *db_execute(PyObject *self, PyObject *args)
     PGconn *c = connection();
     if (!c)
         return NULL;
-    PGresult *res = run(c, query, param_list);
+    PGresult *res = run(c, args); /* args is the (query, params) pair */
     if (!res)
         return NULL;
     PyObject *out = result_dict(res);
@@ -688,31 +729,15 @@ static PyObject *db_execute(PyObject *self, PyObject *args)
 
 /* ---- db_transaction: statements in one transaction, retried on 40001 ------------------------------ */
 
-static int is_retryable(int unique_retries_left)
+/* 40001 serialization failure, 40P01 deadlock, and, when the caller allows it, 23505: a
+ * unique key a concurrent writer took first (two exports of one model racing under READ
+ * COMMITTED; the retry deletes and writes the lists again). A 23505 that keeps coming is a
+ * real duplicate: a few tries only. */
+static int is_retryable(PGresult *failed, int unique_retries_left)
 {
-    /* The pending DatabaseError's sqlstate: 40001 serialization failure, 40P01 deadlock,
-     * and, when the caller allows it, 23505: a unique key a concurrent writer took first
-     * (two exports of one model racing under READ COMMITTED; the retry deletes and writes
-     * the lists again). A 23505 that keeps coming is a real duplicate: a few tries only. */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    int retry = 0;
-    PyObject *args = value ? PyObject_GetAttrString(value, "args") : NULL;
-    if (args && PyTuple_Check(args) && PyTuple_GET_SIZE(args) >= 1) {
-        const char *state = PyUnicode_Check(PyTuple_GET_ITEM(args, 0))
-                                ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)) : "";
-        retry = state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
-                          (strcmp(state, "23505") == 0 && unique_retries_left > 0));
-    }
-    Py_XDECREF(args);
-    PyErr_Restore(type, value, tb);
-    return retry;
-}
-
-static void simple(PGconn *c, const char *sql)
-{
-    PQclear(PQexec(c, sql));
+    const char *state = failed ? PQresultErrorField(failed, PG_DIAG_SQLSTATE) : NULL;
+    return state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+                     (strcmp(state, "23505") == 0 && unique_retries_left > 0));
 }
 
 static void sleep_backoff(int attempt)
@@ -726,66 +751,102 @@ static void sleep_backoff(int attempt)
     Py_END_ALLOW_THREADS
 }
 
+struct attempt {
+    long long affected;
+    PGresult *rows;   /* the last statement's result that returned rows, or NULL */
+    PGresult *failed; /* the first failure (a NULL result is a lost connection) */
+    int ok;
+};
+
+/* BEGIN, the statements, COMMIT (or ROLLBACK after a failure): one attempt, run without the
+ * GIL from start to end. Holding it between statements would make each statement wait for
+ * a Python thread's switch interval (5 ms) before the next one could start, and COMMIT
+ * waits for the server's WAL flush. */
+static void attempt_transaction(PGconn *c, struct statement *stmts, Py_ssize_t n, struct attempt *a)
+{
+    memset(a, 0, sizeof(*a));
+    PGresult *res = PQexec(c, "BEGIN");
+    for (Py_ssize_t i = -1; i <= n; i++) {
+        if (i == n)
+            res = PQexec(c, "COMMIT");
+        else if (i >= 0)
+            res = execute(c, &stmts[i]);
+        if (!succeeded(res)) {
+            a->failed = res;
+            if (PQstatus(c) == CONNECTION_OK)
+                PQclear(PQexec(c, "ROLLBACK"));
+            return;
+        }
+        const char *count = PQcmdTuples(res);
+        a->affected += count && *count ? atoll(count) : 0;
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            PQclear(a->rows);
+            a->rows = res;
+        } else {
+            PQclear(res);
+        }
+    }
+    a->ok = 1;
+}
+
+static void free_statements(struct statement *stmts, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; stmts && i < n; i++)
+        free_params(&stmts[i].p);
+    PyMem_Free(stmts);
+}
+
+/* The statements of a (query, params) list, prepared while the GIL is held; NULL on error. */
+static struct statement *prepare_all(PyObject *fast, Py_ssize_t n)
+{
+    struct statement *stmts = PyMem_Calloc(n ? (size_t)n : 1, sizeof(*stmts));
+    if (!stmts)
+        return (struct statement *)PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (prepare(PySequence_Fast_GET_ITEM(fast, i), &stmts[i]) < 0) {
+            free_statements(stmts, i);
+            return NULL;
+        }
+    }
+    return stmts;
+}
+
 static PyObject *db_transaction(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *statements;
-    int max_retries = 20, retry_unique = 0;
-    if (!PyArg_ParseTuple(args, "O|ip", &statements, &max_retries, &retry_unique))
+    int max_retries = 20, retry_unique = 0, slot = 0;
+    if (!PyArg_ParseTuple(args, "O|ipi", &statements, &max_retries, &retry_unique, &slot))
         return NULL;
+    if (slot < 0 || slot >= DB_SLOTS)
+        return PyErr_Format(PyExc_ValueError, "slot must be 0..%d", DB_SLOTS - 1);
     int unique_retries_left = retry_unique ? 3 : 0;
     PyObject *fast = PySequence_Fast(statements, "statements must be a list of (query, params)");
     if (!fast)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    long long affected = 0;
-    PyObject *last_rows = NULL;
-    int retries = 0;
-    for (;;) {
-        PGconn *c = connection();
+    struct statement *stmts = prepare_all(fast, n);
+    PyObject *out = NULL;
+    for (int retries = 0; stmts;) {
+        PGconn *c = connection_of(slot);
         if (!c)
             break;
-        simple(c, "BEGIN");
-        int ok = 1;
-        affected = 0;
-        Py_CLEAR(last_rows);
-        for (Py_ssize_t i = 0; ok && i < n; i++) {
-            PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
-            const char *query;
-            PyObject *params;
-            if (!PyArg_ParseTuple(item, "sO", &query, &params)) {
-                ok = 0;
-                break;
-            }
-            PGresult *res = run(c, query, params);
-            if (!res) {
-                ok = 0;
-                break;
-            }
-            const char *a = PQcmdTuples(res);
-            affected += a && *a ? atoll(a) : 0;
-            if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-                Py_XDECREF(last_rows);
-                last_rows = rows_of(res);
-                ok = last_rows != NULL;
-            }
-            PQclear(res);
+        struct attempt a;
+        Py_BEGIN_ALLOW_THREADS
+        attempt_transaction(c, stmts, n, &a);
+        Py_END_ALLOW_THREADS
+        if (a.ok) {
+            PyObject *rows = a.rows ? rows_of(a.rows) : PyList_New(0);
+            PQclear(a.rows);
+            out = rows ? Py_BuildValue("{sisLsN}", "retries", retries, "affected", a.affected,
+                                       "rows", rows) : NULL;
+            break;
         }
-        if (ok) {
-            PGresult *res = PQexec(c, "COMMIT");
-            if (PQresultStatus(res) == PGRES_COMMAND_OK) {
-                PQclear(res);
-                Py_DECREF(fast);
-                PyObject *rows = last_rows ? last_rows : PyList_New(0);
-                return Py_BuildValue("{sisLsN}", "retries", retries, "affected", affected,
-                                     "rows", rows);
-            }
-            raise_result(res);
-            PQclear(res);
-        }
-        if (PQstatus(c) == CONNECTION_OK)
-            simple(c, "ROLLBACK");
-        if (!PyErr_Occurred() || !is_retryable(unique_retries_left) || retries >= max_retries)
+        PQclear(a.rows);
+        int retry = is_retryable(a.failed, unique_retries_left) && retries < max_retries;
+        raise_result(c, a.failed);
+        PQclear(a.failed);
+        if (!retry)
             break;
         PyErr_Clear();
         unique_retries_left--;
@@ -793,11 +854,9 @@ static PyObject *db_transaction(PyObject *self, PyObject *args)
         if (deadline_raise_if_expired())
             break; /* the call's timeout_ms passed while we waited to retry */
     }
-    Py_XDECREF(last_rows);
+    free_statements(stmts, n);
     Py_DECREF(fast);
-    if (!PyErr_Occurred())
-        raise_db("XX000", "transaction failed");
-    return NULL;
+    return out;
 }
 
 /* ---- db_info --------------------------------------------------------------------------------------- */
@@ -806,6 +865,7 @@ static PyObject *db_info(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
+    PGconn *conn = conns[0];
     int connected = conn && PQstatus(conn) == CONNECTION_OK;
     PyObject *version = Py_None;
     Py_INCREF(version);
@@ -820,13 +880,24 @@ static PyObject *db_info(PyObject *self, PyObject *unused)
                          connected ? Py_True : Py_False, "server_version", version);
 }
 
+/* Closes the extra writers' connections (slots 1..) once an export is done with them. */
+static PyObject *db_release(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    for (int slot = 1; slot < DB_SLOTS; slot++)
+        drop_connection(slot);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef db_methods[] = {
     {"db_columns", db_columns, METH_VARARGS,
      "db_columns(query, params) -> {names, columns: [(kind, data, nulls, first_null)], rows}"},
     {"db_execute", db_execute, METH_VARARGS, "db_execute(query, params) -> {rows, affected}"},
     {"db_transaction", db_transaction, METH_VARARGS,
-     "db_transaction([(query, params)], max_retries=20, retry_unique=False) -> "
+     "db_transaction([(query, params)], max_retries=20, retry_unique=False, slot=0) -> "
      "{retries, affected, rows}"},
+    {"db_release", db_release, METH_NOARGS, "db_release(): close the connections of slots 1.."},
     {"db_info", db_info, METH_NOARGS, "db_info() -> {configured, connected, server_version}"},
     {NULL, NULL, 0, NULL},
 };

@@ -11,6 +11,7 @@
  */
 #include "pybridge.h"
 
+#include "copytext.h"
 #include "db.h"
 #include "deadline.h"
 #include "frames.h"
@@ -75,7 +76,8 @@ static struct PyModuleDef port_module_def = {
 static PyObject *init_port_module(void)
 {
     PyObject *m = PyModule_Create(&port_module_def);
-    if (m && (term_module_init(m) < 0 || deadline_module_init(m) < 0 || db_module_init(m) < 0)) {
+    if (m && (term_module_init(m) < 0 || deadline_module_init(m) < 0 ||
+              db_module_init(m) < 0 || copytext_module_init(m) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

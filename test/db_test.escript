@@ -47,6 +47,7 @@ main([Exe]) ->
              {"1c train from SQL: INT8 ids above 2^62", fun case_int8/1},
              {"1d train from SQL: NULL label is refused, nothing loaded", fun case_null/1},
              {"2  export = recommend for every user; re-export replaces", fun case_export/1},
+             {"2b export: ids with tab, newline, backslash, UTF-8; scores exact", fun case_export_text/1},
              {"6  observe appends to the table and filters the item", fun case_observe/1},
              {"4  connection loss mid-stream: error, port up, next call ok", fun case_conn_loss/1},
              {"4b server unreachable: 08001 at once, port up", fun case_unreachable/1},
@@ -92,8 +93,18 @@ case_failures(#{t := T} = Ctx) ->
     Name = bin(T("m_fail")),
     Rows = [{U, I, 1.0} || U <- lists:seq(1, 400), I <- lists:seq(1, 30), (U + I) rem 3 =:= 0],
     {ok, _} = call(P, {train, Name, als_spec({rows, Rows})}),
-    {error, {database, #{sqlstate := <<"42P01">>}}} =
-        call(P, {export, Name, #{table => bin(T("no_such_table")), batch_size => 50, n => 5}}),
+    [{error, {database, #{sqlstate := <<"42P01">>}}} =
+         call(P, {export, Name, #{table => bin(T("no_such_table")), batch_size => 50, n => 5,
+                                  writers => W}}) || W <- [1, 2, 4]],
+    {ok, pong} = call(P, ping),
+    %% a failure on the second writer's connection ends the export too: its batch's table is
+    %% fine but its rows are not (a CHECK refuses users above 200, who come late in the run)
+    Checked = T("uro_t_fail_check"),
+    {ok, _} = psql(Ctx, "test", [recs_table(Checked), "ALTER TABLE ", Checked,
+                                 " ADD CHECK (user_id::INT8 <= 200);"]),
+    {error, {database, #{sqlstate := <<"23514">>}}} =
+        call(P, {export, Name, #{table => bin(Checked), batch_size => 50, n => 5, writers => 2}}),
+    [{error, {badarg, _}} = call(P, {export, Name, #{writers => W}}) || W <- [0, 5, -1, 1.5, two]],
     {ok, pong} = call(P, ping),
     {error, {badarg, _}} = call(P, {export, Name, #{table => <<"x; DROP TABLE y">>}}),
     {error, {database, #{sqlstate := <<"42809">>}}} =
@@ -102,7 +113,7 @@ case_failures(#{t := T} = Ctx) ->
         call(P, {train, bin(T("m_date")), als_spec({sql, <<"SELECT 1::INT8, 2::INT8, 1.0::FLOAT8, now()::DATE">>, []})}),
     {match, _} = re:run(Msg, "cannot be an id, a label or a time"),
     {ok, pong} = call(P, ping),
-    "42P01 at once, 42809 for DDL, badarg for a DATE column".
+    "42P01 at once (1, 2, 4 writers), 23514 from a writer, 42809 for DDL, badarg for a DATE column".
 
 case_uuid(#{t := T} = Ctx) ->
     Users = T("uro_t_uuid_users"), Items = T("uro_t_uuid_items"), Inter = T("uro_t_uuid_inter"),
@@ -261,6 +272,52 @@ case_export(#{t := T} = Ctx) ->
     [] = compare_table(Ctx, "test", Recs, Name, P, lists:seq(11, NUsers), N, Version, false),
     io_lib:format("~b rows in ~b batches, twice; subset re-export ok", [Rows1, B1]).
 
+%% COPY's text format escapes tab, newline, carriage return and backslash; ids holding them
+%% (and quotes, commas, braces for the DELETE's array literal, and UTF-8) must come back
+%% byte for byte, and every score must be the very double recommend returned. The table is
+%% read with ids and scores hex-encoded (float8send: the IEEE bits), so psql's own
+%% formatting cannot hide a difference.
+case_export_text(#{t := T} = Ctx) ->
+    Recs = T("uro_t_exp_text"),
+    {ok, _} = psql(Ctx, "test", recs_table(Recs)),
+    Odd = [<<"tab\there">>, <<"new\nline">>, <<"cr\rx">>, <<"back\\slash">>,
+           <<"quote\"s,{a}">>, <<"\\N">>, <<"caf", 16#c3, 16#a9>>, <<" ">>],
+    Users = Odd ++ [integer_to_binary(U) || U <- lists:seq(1, 40)],
+    Items = Odd ++ [<<"item-", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 30)],
+    NI = length(Items),
+    Rows = [{U, lists:nth(1 + (K * 7 + J * 3) rem NI, Items), 1.0}
+            || {U, K} <- lists:zip(Users, lists:seq(1, length(Users))), J <- lists:seq(1, 6)],
+    P = maps:get(main, Ctx),
+    Name = bin(T("m_export_text")),
+    {ok, #{version := Version}} = call(P, {train, Name, als_spec({rows, Rows})}),
+    N = 5,
+    {ok, #{rows := Written}} =
+        call(P, {export, Name, #{users => all, n => N, table => bin(Recs), batch_size => 17}}),
+    Written = length(Users) * N,
+    {ok, Lines} = psql(Ctx, "test", ["SELECT encode(convert_to(user_id, 'UTF8'), 'hex'), rank, "
+                                     "encode(convert_to(item_id, 'UTF8'), 'hex'), "
+                                     "encode(float8send(score), 'hex'), model_version FROM ", Recs,
+                                     " WHERE model = '", Name, "'"]),
+    Stored = maps:from_list(
+               [{{binary:decode_hex(list_to_binary(U)), list_to_integer(R)},
+                 {binary:decode_hex(list_to_binary(I)), hex_float(S), list_to_integer(MV)}}
+                || L <- Lines, [U, R, I, S, MV] <- [string:split(L, "|", all)]]),
+    Written = maps:size(Stored),
+    Bad = [{U, K, Want, maps:get({U, K}, Stored, missing)}
+           || U <- Users,
+              {{I, S}, K} <- begin
+                                 {ok, L} = call(P, {recommend, Name, U, N, #{scores => true}}),
+                                 lists:zip(L, lists:seq(1, length(L)))
+                             end,
+              Want <- [{I, S, Version}],
+              maps:get({U, K}, Stored, missing) =/= Want],
+    [] = lists:sublist(Bad, 3),
+    io_lib:format("~b rows, ~b odd ids, every id and score exact", [Written, length(Odd)]).
+
+hex_float(Hex) ->
+    <<F:64/float>> = binary:decode_hex(list_to_binary(Hex)),
+    F.
+
 case_retry(#{t := T, suffix := Suffix} = Ctx) ->
     Db = T("uro_rec_serial"),
     Inter = T("uro_t_ser_inter"), Recs = T("uro_t_ser_recs"),
@@ -286,8 +343,11 @@ case_retry(#{t := T, suffix := Suffix} = Ctx) ->
                                             "WHERE current_setting('transaction_isolation') = 'serializable'">>,
                                      []})}),
         Opts = #{users => all, n => N, table => bin(Recs), batch_size => 200},
-        %% a first export fills the table, so that there are rows to fight over
-        {ok, #{rows := Rows, retries := 0}} = call(P, {export, Name, Opts}),
+        %% a first export fills the table, so that there are rows to fight over. One writer:
+        %% with nothing else running it meets no conflict. (Two writers can: PostgreSQL's
+        %% SERIALIZABLE locks predicates by index page, so batches of different users that
+        %% share a page conflict, and are retried; the export below runs with two.)
+        {ok, #{rows := Rows, retries := 0}} = call(P, {export, Name, Opts#{writers => 1}}),
         Rows = NUsers * N,
         %% Then the export again, against conflicting SERIALIZABLE transactions from other
         %% connections. First a locker: it updates every row of the model and holds the row

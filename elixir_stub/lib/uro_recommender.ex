@@ -181,7 +181,8 @@ defmodule UroRecommender do
   @doc """
   Writes top-N lists into the database's recommendations table; runs on the
   training port. Options: `users` (`:all` or a list), `n`, `table`,
-  `batch_size`. Returns `%{rows, batches, retries, seconds}`.
+  `batch_size`, `method` (`:copy` or `:insert`), `writers` (connections writing
+  at once, 1..4, default 2). Returns `%{rows, batches, retries, seconds}`.
   """
   @spec export(model(), keyword()) :: result(term())
   def export(name, opts \\ []) do

@@ -3,6 +3,8 @@ decoded elements of the request tuple. Each validates its arguments (BadArg),
 delegates to the module that owns the work, and returns only encodable values
 (maps with Atom keys, lists, tuples, str, int, float).
 """
+import contextlib
+import gc
 import json
 import sys
 import time
@@ -59,13 +61,29 @@ def recommend(name, user, n, opts=None):
     return rec.recommend(entry, user, n, ro)
 
 
+@contextlib.contextmanager
+def collector_paused():
+    """Bulk results (recommend_many, export) allocate hundreds of thousands of tuples that all
+    stay alive. Each batch of them would trigger the cyclic collector, and its full passes
+    walk every object TensorFlow and torch created at import: a third of an export's CPU
+    time. Nothing allocated here is garbage until the call ends, so the collector waits."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def recommend_many(name, users, n, opts=None):
     where = "recommend_many"
     entry = registry.get(model_name(name, where))
     users = check_id_list(users, where, "users")
     n = non_neg_int(n, where, "N")
     ro = rec.parse_opts(entry, opts, where)
-    return dict(rec.recommend_many(entry, users, n, ro))
+    with collector_paused():
+        return dict(rec.recommend_many(entry, users, n, ro))
 
 
 def predict(name, user, items):
@@ -160,8 +178,11 @@ def export(name, opts=None):
     where = "export"
     entry = registry.get(model_name(name, where))
     o = normalize_opts(opts, "export: opts")
-    check_known(o, ("users", "n", "table", "batch_size", "method"), where)
+    check_known(o, ("users", "n", "table", "batch_size", "method", "writers"), where)
     method = choice(o.get("method", "copy"), ("copy", "insert"), where, "method")
+    writers = pos_int(o.get("writers", 2), where, "writers")
+    if writers > 4:
+        raise BadArg(f"{where}: writers must be 1..4, got {writers}")
     users = o.get("users", "all")
     if isinstance(users, str) and str(users) == "all":
         users = entry.user_ids
@@ -174,11 +195,14 @@ def export(name, opts=None):
     batch_size = pos_int(o.get("batch_size", 5000), where, "batch_size")
     table = o.get("table", "uro_rec_recommendations")
     ro = rec.parse_opts(entry, {"scores": True}, where)
+    writers = min(writers, max(1, -(-len(users) * n // batch_size)))  # no idle connections
     started = time.perf_counter()
-    lists = (pair for start in range(0, len(users), 4096)
-             for pair in rec.recommend_many(entry, users[start:start + 4096], n, ro))
-    rows, batches, retries = db.write_lists(entry.name, entry.version or 0, lists, table,
-                                            batch_size, where, method)
+    # 512 users at a time: the first batch reaches the server after ~10 ms of ranking
+    lists = (pair for start in range(0, len(users), 512)
+             for pair in rec.recommend_many(entry, users[start:start + 512], n, ro))
+    with collector_paused():
+        rows, batches, retries = db.write_lists(entry.name, entry.version or 0, lists, table,
+                                                batch_size, where, method, writers)
     return {A("rows"): rows, A("batches"): batches, A("retries"): retries,
             A("seconds"): time.perf_counter() - started}
 

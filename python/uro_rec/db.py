@@ -66,14 +66,15 @@ def execute(query, params=()):
         return _port.db_execute(query, list(params))
 
 
-def transaction(statements, max_retries=20, retry_unique=False):
+def transaction(statements, max_retries=20, retry_unique=False, slot=0):
     """Runs (query, params) statements in one transaction; params is a list, or the bytes
     to feed a COPY ... FROM STDIN. Retried on 40001/40P01, and on 23505 (a few times) when
-    retry_unique says a concurrent writer may have taken the keys first."""
+    retry_unique says a concurrent writer may have taken the keys first. ``slot`` picks the
+    connection: 0 serves every command, 1.. an export's extra writers."""
     with translated():
         return _port.db_transaction(
             [(q, p if isinstance(p, bytes) else list(p)) for q, p in statements], max_retries,
-            retry_unique)
+            retry_unique, slot)
 
 
 # ---- training data ---------------------------------------------------------------------------
@@ -159,25 +160,21 @@ def check_table(table, where):
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_payload(model, version, users, ranks, items, scores):
-    """Rows in COPY's text format: tab-separated, backslash escapes."""
-    m = str(model).translate(_COPY_ESCAPES)
-    v = str(int(version))
-    return "".join(
-        f"{m}\t{str(u).translate(_COPY_ESCAPES)}\t{r}\t{str(i).translate(_COPY_ESCAPES)}"
-        f"\t{float(sc)!r}\t{v}\n"
-        for u, r, i, sc in zip(users, ranks, items, scores)
-    ).encode()
-
-
-def _batch_statements(table, model, version, batch_users, us, rs, its, ss, method):
-    """One batch: delete the batch's users' rows, write their new lists."""
+def _batch_statements(table, model, version, batch, method, texts):
+    """One batch of (user, [(item, score)]) pairs: delete the batch's users' rows, write
+    their new lists. ``texts`` caches each id's escaped COPY text for the whole export."""
     delete = (f"DELETE FROM {table} WHERE model = $1 AND user_id = ANY($2::TEXT[])",
-              [model, _array_literal(batch_users)])
+              [model, _array_literal([user for user, _ in batch])])
     if method == "copy":
+        head = (str(model).translate(_COPY_ESCAPES) + "\t").encode()
+        payload, _ = _port.copy_rows(head, f"\t{int(version)}\n".encode(), batch, texts)
         write = (f"COPY {table} (model, user_id, rank, item_id, score, model_version) "
-                 f"FROM STDIN", _copy_payload(model, version, us, rs, its, ss))
+                 f"FROM STDIN", payload)
     else:
+        us = [user for user, scored in batch for _ in scored]
+        rs = [rank for _, scored in batch for rank in range(1, len(scored) + 1)]
+        its = [item for _, scored in batch for item, _ in scored]
+        ss = [score for _, scored in batch for _, score in scored]
         write = (f"INSERT INTO {table} (model, user_id, rank, item_id, score, model_version) "
                  f"SELECT $1, u, r, i, s, $2 FROM unnest($3::TEXT[], $4::INT8[], $5::TEXT[], "
                  f"$6::FLOAT8[]) AS x(u, r, i, s) "
@@ -192,39 +189,38 @@ def _batch_statements(table, model, version, batch_users, us, rs, its, ss, metho
 def _batches(table, model, version, lists, batch_size, method, stop):
     """(statements, rows) per batch of about batch_size rows; a user's list never splits.
     Stops early once ``stop`` is set (the export failed or timed out)."""
-    batch_users, us, rs, its, ss = [], [], [], [], []
-    for user, scored in lists:
+    texts = {}
+    batch, rows = [], 0
+    for pair in lists:
         if stop.is_set():
             return
-        batch_users.append(user)
-        for rank, (item, score) in enumerate(scored, 1):
-            us.append(user)
-            rs.append(rank)
-            its.append(item)
-            ss.append(score)
-        if len(us) >= batch_size:
-            yield _batch_statements(table, model, version, batch_users, us, rs, its, ss,
-                                    method), len(us)
-            batch_users, us, rs, its, ss = [], [], [], [], []
-    if batch_users:
-        yield _batch_statements(table, model, version, batch_users, us, rs, its, ss,
-                                method), len(us)
+        batch.append(pair)
+        rows += len(pair[1])
+        if rows >= batch_size:
+            yield _batch_statements(table, model, version, batch, method, texts), rows
+            batch, rows = [], 0
+    if batch:
+        yield _batch_statements(table, model, version, batch, method, texts), rows
 
 
-def write_lists(model, version, lists, table, batch_size, where="export", method="copy"):
+def write_lists(model, version, lists, table, batch_size, where="export", method="copy",
+                writers=2):
     """Replaces each user's rows with ``lists``' [(item, score)], about ``batch_size`` rows
     per transaction. Returns rows, batches, retries.
 
     Each batch deletes its users' rows and writes the new ones in one transaction, retried
-    as a whole (c_src/db.c). Computing the lists and waiting for the server overlap: a
-    producer thread builds the next batches while the main thread's transaction waits on
-    the network without the GIL."""
+    as a whole (c_src/db.c). A producer thread computes the batches; ``writers`` threads
+    (this one and writers - 1 more, each on its own connection) take them from a short
+    queue and run their transactions without the GIL. One server connection is one server
+    process: it writes a batch on one core, and a second one doubles what the server can
+    take (batches never share a user, so they cannot conflict with each other)."""
     table = check_table(table, where)
-    pending = queue.Queue(maxsize=2)
+    pending = queue.Queue(maxsize=2 * writers)
     stop = threading.Event()
+    failures = []
 
     def hand_over(item):
-        """Queues item unless the main thread has given up (it then stops reading)."""
+        """Queues item unless the export has stopped (nobody reads any more)."""
         while not stop.is_set():
             try:
                 pending.put(item, timeout=0.1)
@@ -238,28 +234,55 @@ def write_lists(model, version, lists, table, batch_size, where="export", method
             for batch in _batches(table, model, version, lists, batch_size, method, stop):
                 if not hand_over(batch):
                     return
-            hand_over(None)
-        except BaseException as exc:  # handed to the main thread, which raises it
+            for _ in range(writers):  # one end mark per writer
+                hand_over(None)
+        except BaseException as exc:  # handed to a writer, which raises it
             hand_over(exc)
 
-    producer = threading.Thread(target=produce, name="uro_rec-export", daemon=True)
-    producer.start()
-    rows = batches = retries = 0
-    try:
-        while True:
-            item = pending.get()
+    def write(slot, tally):
+        while not stop.is_set():
+            try:
+                item = pending.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if item is None:
-                break
+                return
             if isinstance(item, BaseException):
                 raise item
             statements, n = item
-            retries += transaction(statements, retry_unique=True)["retries"]
-            rows += n
-            batches += 1
-    finally:
+            tally[2] += transaction(statements, retry_unique=True, slot=slot)["retries"]
+            tally[0] += n
+            tally[1] += 1
+
+    def write_in_thread(slot, tally):
+        try:
+            write(slot, tally)
+        except BaseException as exc:  # the first failure ends the export
+            failures.append(exc)
+            stop.set()
+
+    tallies = [[0, 0, 0] for _ in range(writers)]
+    threads = [threading.Thread(target=produce, name="uro_rec-export", daemon=True)]
+    threads += [threading.Thread(target=write_in_thread, args=(slot, tallies[slot]),
+                                 name=f"uro_rec-writer-{slot}", daemon=True)
+                for slot in range(1, writers)]
+    for t in threads:
+        t.start()
+    try:
+        write(0, tallies[0])
+    except BaseException:
         stop.set()
-        producer.join()
-    return rows, batches, retries
+        raise
+    finally:
+        for t in threads[1:]:
+            t.join()
+        stop.set()
+        threads[0].join()
+        if writers > 1:
+            _port.db_release()
+    if failures:
+        raise failures[0]
+    return tuple(sum(t[i] for t in tallies) for i in range(3))
 
 
 # ---- schema ---------------------------------------------------------------------------------
