@@ -186,13 +186,14 @@ def _embed_top(entry, uvec, uid, n, ro, extra=None):
 
 
 def _rescored(entry, uvecs, top):
-    """The chosen items (``top``: k per user) scored again as a plain sum of products, and
+    """The chosen items (``top``: k per user) scored again as plain sums of products, and
     re-sorted by those scores (ties by index). BLAS gives the same bits for a score only
     within one shape of product: a user scored alone (matrix-vector) and in a block
     (matrix-matrix, rows at other offsets) differ in the last bit now and then. Summing the
     few chosen products is the same computation on every path, so recommend,
     recommend_many and export agree to the last bit."""
-    exact = (uvecs[..., None, :] * entry.item_vecs_scoring[top]).sum(axis=-1)
+    # numpy's own einsum loop (no BLAS): the same bits for a row alone and in a block
+    exact = np.einsum("...kd,...d->...k", entry.item_vecs_scoring[top], uvecs)
     order = np.lexsort((top, -exact), axis=-1)
     if top.ndim == 1:  # one user: plain indexing, a third of take_along_axis's overhead
         return top[order], exact[order]
