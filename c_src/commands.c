@@ -281,7 +281,7 @@ static int parse_call(const char *frame, size_t len, struct call *call)
     call->ref_len = (int)(frame + index - call->ref);
 
     /* Command: an atom, or a tuple whose first element is an atom. CallOpts (the fourth
-     * element) holds keys for later protocol versions and is ignored here. */
+     * element) is parsed last: timeout_ms; other keys are left for later protocol versions. */
     int cmd_index = index, cmd_arity;
     if (ei_decode_tuple_header(frame, &index, &cmd_arity) == 0) {
         if (cmd_arity < 1)
@@ -410,9 +410,9 @@ void commands_handle_frame(const char *frame, size_t len)
     stats_record(name, stats_now_us() - start, kind);
 }
 
-void commands_handle_too_large(size_t len, size_t limit)
+void commands_handle_too_large(size_t len)
 {
-    const char *kind = frames_reply_error(NULL, 0, "too_large",
-                                          "frame of %zu bytes is over the limit of %zu", len, limit);
+    const char *kind = frames_reply_error(NULL, 0, "too_large", "frame of %zu bytes is over "
+                                          "the limit of %zu", len, frame_limit);
     stats_record("too_large", 0, kind);
 }

@@ -13,7 +13,7 @@ void commands_handle_frame(const char *frame, size_t len);
 
 /* Compressed terms may not inflate past this (the --max-frame limit). */
 void commands_set_frame_limit(size_t limit);
-void commands_handle_too_large(size_t len, size_t limit);
+void commands_handle_too_large(size_t len);
 
 /* Python failed to start: commands that need it answer {error, {internal, Why}}. */
 void commands_disable_python(const char *why);

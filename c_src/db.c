@@ -712,10 +712,6 @@ static PyObject *result_dict(PGresult *res)
 static PyObject *db_execute(PyObject *self, PyObject *args)
 {
     (void)self;
-    const char *query;
-    PyObject *param_list;
-    if (!PyArg_ParseTuple(args, "sO", &query, &param_list))
-        return NULL;
     PGconn *c = connection();
     if (!c)
         return NULL;
@@ -911,10 +907,7 @@ int db_module_init(PyObject *module)
         if (!database_error)
             return -1;
     }
-    Py_INCREF(database_error);
-    if (PyModule_AddObject(module, "DatabaseError", database_error) < 0) {
-        Py_DECREF(database_error);
+    if (PyModule_AddObjectRef(module, "DatabaseError", database_error) < 0)
         return -1;
-    }
     return PyModule_AddFunctions(module, db_methods);
 }

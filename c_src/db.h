@@ -1,9 +1,10 @@
 /*
  * db.h: the database (CockroachDB in production, PostgreSQL in tests) through libpq.
  *
- * Owns the one connection, reconnection with backoff, the streaming of training data into
- * typed columns, small queries, and transactions run in CockroachDB's retry protocol. Python
- * reaches it through functions of _uro_port (db_columns, db_execute, db_transaction,
+ * Owns the connections (one for every command, up to three more for an export's extra
+ * writers), reconnection with backoff, the streaming of training data into typed columns,
+ * small queries, and transactions run in CockroachDB's retry protocol. Python reaches it
+ * through functions of _uro_port (db_columns, db_execute, db_transaction, db_release,
  * db_info); failures raise _uro_port.DatabaseError(sqlstate, message).
  */
 #ifndef URO_DB_H

@@ -92,12 +92,7 @@ int deadline_module_init(PyObject *module)
         if (!call_timeout)
             return -1;
     }
-    Py_INCREF(call_timeout);
-    if (PyModule_AddObject(module, "CallTimeout", call_timeout) < 0) {
-        Py_DECREF(call_timeout);
-        return -1;
-    }
-    return 0;
+    return PyModule_AddObjectRef(module, "CallTimeout", call_timeout);
 }
 
 void deadline_arm(long timeout_ms)

@@ -56,14 +56,13 @@ static int ensure_capacity(struct erlcmd *cmd, size_t want)
     return 0;
 }
 
-/* Drops up to n buffered bytes of an oversize payload; returns how many were dropped. */
-static size_t drop_discarded(struct erlcmd *cmd)
+/* Drops as much of an oversize payload as is buffered. */
+static void drop_discarded(struct erlcmd *cmd)
 {
     size_t n = cmd->discarding < cmd->len ? (size_t)cmd->discarding : cmd->len;
     memmove(cmd->buf, cmd->buf + n, cmd->len - n);
     cmd->len -= n;
     cmd->discarding -= n;
-    return n;
 }
 
 /* Hands out every whole frame in the buffer, then keeps the partial remainder. */
@@ -114,8 +113,8 @@ int erlcmd_process(struct erlcmd *cmd)
         return -1;
     cmd->len += (size_t)got;
 
-    if (cmd->discarding && drop_discarded(cmd) == 0)
-        return 0;
+    if (cmd->discarding)
+        drop_discarded(cmd);
     if (!cmd->discarding)
         dispatch_frames(cmd);
     return 0;

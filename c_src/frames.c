@@ -187,16 +187,8 @@ static size_t strip_ansi(char *s, size_t n)
 static void send_native_line(char *line, size_t n)
 {
     n = strip_ansi(line, n);
-    if (n == 0)
-        return;
-    ei_x_buff lx;
-    ei_x_new_with_version(&lx);
-    ei_x_encode_tuple_header(&lx, 3);
-    ei_x_encode_atom(&lx, "log");
-    ei_x_encode_atom(&lx, "info");
-    ei_x_encode_binary(&lx, line, (long)n);
-    send_frame(lx.buff, lx.index);
-    ei_x_free(&lx);
+    if (n > 0)
+        frames_log("info", line, n);
 }
 
 static void *forward_native_stdout(void *arg)

@@ -55,7 +55,6 @@ struct options {
 
 static int signal_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_requested; /* frames already read are then not served */
-static size_t max_frame_limit;
 
 /* --help, --version and --check are for a person at a terminal, never for a port: they write
  * to fd 1 with write(2) directly. In port mode nothing but erlcmd_send writes there. */
@@ -224,7 +223,7 @@ static void on_frame(enum erlcmd_status status, const char *data, size_t len, vo
     if (stop_requested)
         return; /* stopping: the current call has replied, later ones are not started */
     if (status == ERLCMD_TOO_LARGE)
-        commands_handle_too_large(len, max_frame_limit);
+        commands_handle_too_large(len);
     else
         commands_handle_frame(data, len);
 }
@@ -255,7 +254,6 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     if (parse_args(argc, argv, &o) < 0)
         return 2;
-    max_frame_limit = o.max_frame;
     commands_set_frame_limit(o.max_frame);
     db_configure(o.database_url);
     struct pybridge_config py = {o.venv, o.python_dir, o.model_dir};

@@ -1,8 +1,9 @@
 /*
  * pybridge.c: the embedded interpreter (see pybridge.h).
  *
- * Python runs on this process's main thread only, holding the GIL the whole time: the port
- * serves one call at a time, so there is nothing to release it for.
+ * Python runs on this process's main thread, which holds the GIL while it serves a call (one
+ * call at a time). Only the database gives it up (c_src/db.c), around libpq's waits, so
+ * that an export's Python threads compute while the server writes.
  *
  * The interpreter is told that its executable is <venv>/bin/python; CPython's start-up then
  * reads <venv>/pyvenv.cfg and puts the virtualenv's site-packages on sys.path, exactly as if
@@ -138,17 +139,21 @@ static int add_package_dir(const char *dir)
     return rc;
 }
 
-static PyObject *call_module(const char *module, const char *fn, PyObject *args, PyObject *kw)
+static PyObject *call_in(PyObject *module, const char *fn, PyObject *args, PyObject *kw)
 {
-    PyObject *m = PyImport_ImportModule(module);
-    if (!m)
-        return NULL;
-    PyObject *f = PyObject_GetAttrString(m, fn);
-    Py_DECREF(m);
+    PyObject *f = PyObject_GetAttrString(module, fn);
     if (!f)
         return NULL;
     PyObject *r = PyObject_Call(f, args, kw);
     Py_DECREF(f);
+    return r;
+}
+
+static PyObject *call_module(const char *module, const char *fn, PyObject *args, PyObject *kw)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    PyObject *r = m ? call_in(m, fn, args, kw) : NULL;
+    Py_XDECREF(m);
     return r;
 }
 
@@ -174,19 +179,23 @@ int pybridge_start(const struct pybridge_config *cfg, char *why, size_t n)
     }
     Py_DECREF(r);
 
+    commands_module = PyImport_ImportModule("uro_rec.commands");
+    if (!commands_module) {
+        Py_DECREF(empty);
+        return set_python_error(why, n, "importing uro_rec");
+    }
     PyObject *kw = Py_BuildValue("{s:s}", "model_dir", cfg->model_dir);
-    r = kw ? call_module("uro_rec.commands", "configure", empty, kw) : NULL;
+    r = kw ? call_in(commands_module, "configure", empty, kw) : NULL;
     Py_XDECREF(kw);
     Py_DECREF(empty);
     if (!r)
         return set_python_error(why, n, "uro_rec.commands.configure()");
     Py_DECREF(r);
 
-    commands_module = PyImport_ImportModule("uro_rec.commands");
     PyObject *errors = PyImport_ImportModule("uro_rec.errors");
     port_error_type = errors ? PyObject_GetAttrString(errors, "PortError") : NULL;
     Py_XDECREF(errors);
-    if (!commands_module || !port_error_type)
+    if (!port_error_type)
         return set_python_error(why, n, "importing uro_rec");
     return 0;
 }
@@ -196,17 +205,9 @@ int pybridge_start(const struct pybridge_config *cfg, char *why, size_t n)
 PyObject *pybridge_call(const char *module, const char *fn, PyObject *args)
 {
     /* uro_rec.commands is the hot path: held since start-up. Others go through sys.modules. */
-    PyObject *m = strcmp(module, "uro_rec.commands") == 0 ? (Py_INCREF(commands_module), commands_module)
-                                                           : PyImport_ImportModule(module);
-    if (!m)
-        return NULL;
-    PyObject *f = PyObject_GetAttrString(m, fn);
-    Py_DECREF(m);
-    if (!f)
-        return NULL;
-    PyObject *result = PyObject_Call(f, args, NULL);
-    Py_DECREF(f);
-    return result;
+    if (strcmp(module, "uro_rec.commands") == 0)
+        return call_in(commands_module, fn, args, NULL);
+    return call_module(module, fn, args, NULL);
 }
 
 static PyObject *format_traceback(PyObject *exc)

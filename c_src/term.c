@@ -724,10 +724,5 @@ int term_module_init(PyObject *module)
         if (!atom_type)
             return -1;
     }
-    Py_INCREF(atom_type);
-    if (PyModule_AddObject(module, "Atom", atom_type) < 0) {
-        Py_DECREF(atom_type);
-        return -1;
-    }
-    return 0;
+    return PyModule_AddObjectRef(module, "Atom", atom_type);
 }

@@ -14,7 +14,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -417,7 +416,3 @@ def append_events(events, table="uro_rec_interactions"):
     return transaction([(q, [_array_literal(users), _array_literal(items),
                              _number_literal([float(l) for l in labels]),
                              _number_literal([float(t) for t in times])])])
-
-
-def now():
-    return time.time()

@@ -8,7 +8,7 @@ holds the libreco model, its DataInfo and TF graph, our own id <-> inner-index
 maps (ids keep the exact Python type they were trained with), each user's
 consumed items as a sorted numpy array, the item popularity ranking used for
 cold start and top-ups, and for embedding models contiguous copies of the
-embedding matrices so a recommendation is one mat-vec and one argpartition.
+embedding matrices so a recommendation is one mat-vec and one recommend.top_k.
 """
 import contextlib
 
@@ -124,20 +124,21 @@ class Entry:
         if self.kind == "embed":
             # Row n_users is libreco's out-of-vocabulary row: the mean user
             # embedding, i.e. the 'average' cold-start user.
-            # float64: products of float32 values are exact in it, so a user scored alone
-            # (matrix x vector) and in a block (matrix x matrix) get the same scores to the
-            # last bits that matter, whatever order each BLAS kernel sums in.
+            # float64: products of float32 values are exact in it, so scores computed in
+            # different orders (a user alone or in a block) differ by rounding only in the
+            # last bits; recommend._rescored makes even those the same.
             self.user_vecs = np.ascontiguousarray(vecs[0], dtype=np.float64)
-            self.item_vecs = np.ascontiguousarray(vecs[1][: self.n_items], dtype=np.float64)
-            width = int(width or self.item_vecs.shape[1])
-            self.embed_width = min(width, self.item_vecs.shape[1])
-            # Scoring copy padded with zero rows to a whole number of sqrt(n)-sized chunks,
-            # the layout recommend.top_k partitions without copying (padding is masked).
+            items = vecs[1][: self.n_items]
+            width = int(width or items.shape[1])
+            self.embed_width = min(width, items.shape[1])
+            # Padded with zero rows to a whole number of sqrt(n)-sized chunks, the layout
+            # recommend.top_k cuts into chunks without copying (padding is masked);
+            # item_vecs is its first n_items rows, a view.
             self.chunk = max(1, int(np.sqrt(self.n_items)))
             padded = -(-self.n_items // self.chunk) * self.chunk
-            self.item_vecs_scoring = np.zeros((padded, self.item_vecs.shape[1]),
-                                              dtype=self.item_vecs.dtype)
-            self.item_vecs_scoring[: self.n_items] = self.item_vecs
+            self.item_vecs_scoring = np.zeros((padded, items.shape[1]), dtype=np.float64)
+            self.item_vecs_scoring[: self.n_items] = items
+            self.item_vecs = self.item_vecs_scoring[: self.n_items]
         # Items seen after training ({observe, ...}) by users the model does not know:
         # user -> sorted inner ids. Known users' observations go into self.consumed.
         self.observed = {}

@@ -10,7 +10,7 @@ and it stops filtering consumed items when a user has consumed almost all):
 - unknown users get the cold-start list instead of an error.
 
 Embedding models are served with numpy on the precomputed matrices (one
-mat-vec, one argpartition: well under a millisecond for 10k items). Other models
+mat-vec, one top_k: well under a millisecond for 10k items). Other models
 go through libreco's recommend_user, then are deduplicated, filtered and topped
 up from the popularity ranking.
 

@@ -50,10 +50,6 @@ def id_column(values, where, field):
     return arr
 
 
-def _number(v, where, field):
-    return finite_float(v, where, field)
-
-
 def _tag(source, where):
     if not isinstance(source, tuple) or len(source) not in (2, 3) or not isinstance(source[0], str):
         raise BadArg(
@@ -87,9 +83,9 @@ def from_rows(rows, where="data"):
             raise BadArg(f"{where}: row {i} has {len(row)} fields, earlier rows {width}")
         users.append(check_id(row[0], where, f"row {i} user"))
         items.append(check_id(row[1], where, f"row {i} item"))
-        labels.append(_number(row[2], where, f"row {i} label"))
+        labels.append(finite_float(row[2], where, f"row {i} label"))
         if width == 4:
-            times.append(_number(row[3], where, f"row {i} time"))
+            times.append(finite_float(row[3], where, f"row {i} time"))
     return _frame(users, items, labels, times if width == 4 else None, where)
 
 
