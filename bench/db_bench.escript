@@ -135,11 +135,11 @@ run(Ctx, Exe, Tmp, Int, Str, ExpIn, Recs, Reps) ->
     {RecT, {ok, _}} = timer:tc(fun() -> call(P, {recommend_many, <<"exp">>, Users, 10, #{scores => true}}) end),
     io:format("  recommend_many for the same users alone: ~.2f s~n", [RecT / 1.0e6]),
     stop_port(P),
-    %% the database side alone: the same statements from psycopg, then a plain INSERT ... SELECT
+    %% the database side alone: method => insert's statements from psycopg, then a plain INSERT ... SELECT
     {ok, _} = psql(Ctx, ["VACUUM ANALYZE ", Recs]),
     Pe = py_json(Ctx, ["--export-table", Recs, "--users", integer_to_list(?EXPORT_USERS), "--n", "10",
                        "--batch-size", "5000"]),
-    io:format("  the same statements from psycopg, random lists, batch_size 5000: ~.2f s (~.2f s in "
+    io:format("  method => insert's statements from psycopg, random lists, batch_size 5000: ~.2f s (~.2f s in "
               "the database, ~.2f s building array literals)~n",
               [maps:get(seconds, Pe), maps:get(sql_seconds, Pe), maps:get(literal_seconds, Pe)]),
     {ok, _} = psql(Ctx, ["VACUUM ANALYZE ", Recs]),
@@ -193,7 +193,7 @@ run(Ctx, Exe, Tmp, Int, Str, ExpIn, Recs, Reps) ->
      || {{Bs, W, What}, Rate} <- lists:ukeysort(1, [{K, median([R || {K1, R} <- ExpRates, K1 =:= K])}
                                                     || {K, _} <- ExpRates])],
     io:format("  ~-52s ~11.2fx~n", ["export: two writers / one writer", DefaultRate / OneWriter]),
-    line("export's statements from psycopg, batch_size 5000", ?EXPORT_USERS * 10 / maps:get(seconds, Pe),
+    line("method => insert's statements from psycopg, 5000", ?EXPORT_USERS * 10 / maps:get(seconds, Pe),
          "", "(database + literals only)"),
     line("one INSERT ... SELECT generate_series (ceiling)", ?EXPORT_USERS * 10 / (CeilT / 1.0e6), "",
          "(the server's own insert rate)"),

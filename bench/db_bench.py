@@ -15,9 +15,10 @@ supported, and the warning is silenced here. sqlalchemy: the same through
 ``create_engine("postgresql+psycopg://...")``, which is the path pandas documents.
 
 --export-table: the export's database side without the port: random top-n lists for
-``--users`` users written with the very statements ``uro_rec.db.write_lists`` sends (DELETE
-the batch's users, INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE, one
-transaction per batch, the same array literals), from psycopg. It separates what the database
+``--users`` users written with the statements ``uro_rec.db.write_lists`` sends for
+``method => insert`` (the first version's; DELETE the batch's users, INSERT ... SELECT FROM
+unnest(...) ON CONFLICT DO UPDATE, one transaction per batch, the same array literals), from
+psycopg. It separates what the database
 costs from what the port adds (computing the lists, its C transaction loop).
 
 --insert-variants: what the INSERT's parts cost: ``--users`` x ``--n`` rows in ONE statement
@@ -92,7 +93,7 @@ def export(a):
     from uro_rec.db import _array_literal, _number_literal
 
     table = a.export_table
-    # the statements of python/uro_rec/db.py write_lists, with psycopg's placeholders
+    # write_lists' statements for method => insert, with psycopg's placeholders
     delete = f"DELETE FROM {table} WHERE model = %s AND user_id = ANY(%s::TEXT[])"
     upsert = (f"INSERT INTO {table} (model, user_id, rank, item_id, score, model_version) "
               f"SELECT %s, u, r, i, s, %s FROM unnest(%s::TEXT[], %s::INT8[], %s::TEXT[], "

@@ -357,8 +357,11 @@ static int inflate_frame(const char *frame, size_t len, char **out, size_t *out_
     return 0;
 }
 
+static void handle_plain_frame(const char *frame, size_t len, uint64_t start);
+
 void commands_handle_frame(const char *frame, size_t len)
 {
+    uint64_t start = stats_now_us();
     if (len >= 2 && (unsigned char)frame[0] == VERSION_MAGIC &&
         (unsigned char)frame[1] == COMPRESSED_TAG) {
         char *plain;
@@ -368,12 +371,17 @@ void commands_handle_frame(const char *frame, size_t len)
             stats_record("bad_frame", 0, frames_reply_error(NULL, 0, "bad_frame", "%s", why));
             return;
         }
-        commands_handle_frame(plain, plain_len);
+        /* Once only, as binary_to_term: a compressed term inside is a bad frame. */
+        handle_plain_frame(plain, plain_len, start);
         free(plain);
         return;
     }
+    handle_plain_frame(frame, len, start);
+}
 
-    uint64_t start = stats_now_us();
+/* A frame holding a plain <<131, Term>>; start is when it arrived (inflating counts). */
+static void handle_plain_frame(const char *frame, size_t len, uint64_t start)
+{
     struct term_error err = {0};
     struct call call;
     const char *name = "bad_frame";
@@ -393,6 +401,7 @@ void commands_handle_frame(const char *frame, size_t len)
             kind = frames_reply_error(NULL, 0, "bad_frame",
                                       "expected {call, Ref, Command} or {call, Ref, Command, Opts}");
         } else if (parsed == 1) {
+            name = "unknown_command";
             kind = frames_reply_error(call.ref, call.ref_len, "unknown_command",
                                       "a command is an atom or a tuple starting with one");
         } else if (parsed == 2) {

@@ -56,6 +56,10 @@
 
 static char *conninfo;
 static PGconn *conns[DB_SLOTS];
+/* A slot whose transaction runs without the GIL right now. The GIL guards this flag: a
+ * thread that gives up on an export early (its call timed out) must not let the next
+ * export close or reuse a connection another thread is still inside. */
+static int busy[DB_SLOTS];
 static uint64_t next_attempt_us;
 static uint64_t backoff_us;
 static PyObject *database_error;
@@ -106,6 +110,10 @@ static void ignore_notice(void *arg, const char *message)
  * which keeps the backoff state consistent between an export's writer threads. */
 static PGconn *connection_of(int slot)
 {
+    if (busy[slot]) {
+        raise_db("55006", "this connection slot is still busy with an earlier transaction");
+        return NULL;
+    }
     PGconn *conn = conns[slot];
     if (conn && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE)
         return conn;
@@ -828,9 +836,11 @@ static PyObject *db_transaction(PyObject *self, PyObject *args)
         if (!c)
             break;
         struct attempt a;
+        busy[slot] = 1;
         Py_BEGIN_ALLOW_THREADS
         attempt_transaction(c, stmts, n, &a);
         Py_END_ALLOW_THREADS
+        busy[slot] = 0;
         if (a.ok) {
             PyObject *rows = a.rows ? rows_of(a.rows) : PyList_New(0);
             PQclear(a.rows);
@@ -840,12 +850,14 @@ static PyObject *db_transaction(PyObject *self, PyObject *args)
         }
         PQclear(a.rows);
         int retry = is_retryable(a.failed, unique_retries_left) && retries < max_retries;
+        const char *state = a.failed ? PQresultErrorField(a.failed, PG_DIAG_SQLSTATE) : NULL;
+        if (state && strcmp(state, "23505") == 0)
+            unique_retries_left--; /* the few tries are for 23505 only */
         raise_result(c, a.failed);
         PQclear(a.failed);
         if (!retry)
             break;
         PyErr_Clear();
-        unique_retries_left--;
         sleep_backoff(retries++);
         if (deadline_raise_if_expired())
             break; /* the call's timeout_ms passed while we waited to retry */
@@ -882,7 +894,8 @@ static PyObject *db_release(PyObject *self, PyObject *unused)
     (void)self;
     (void)unused;
     for (int slot = 1; slot < DB_SLOTS; slot++)
-        drop_connection(slot);
+        if (!busy[slot]) /* one still busy is closed by a later release */
+            drop_connection(slot);
     Py_RETURN_NONE;
 }
 

@@ -202,6 +202,20 @@ def _batches(table, model, version, lists, batch_size, method, stop):
         yield _batch_statements(table, model, version, batch, method, texts), rows
 
 
+def _join_all(threads):
+    """Joins every thread, even when an exception (the call's timeout) arrives while
+    waiting: no export thread may outlive its call. Raises that exception afterwards."""
+    arrived = None
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join()
+            except BaseException as exc:
+                arrived = arrived or exc
+    if arrived is not None:
+        raise arrived
+
+
 def write_lists(model, version, lists, table, batch_size, where="export", method="copy",
                 writers=2):
     """Replaces each user's rows with ``lists``' [(item, score)], about ``batch_size`` rows
@@ -269,14 +283,11 @@ def write_lists(model, version, lists, table, batch_size, where="export", method
         t.start()
     try:
         write(0, tallies[0])
-    except BaseException:
-        stop.set()
-        raise
-    finally:
         for t in threads[1:]:
-            t.join()
+            t.join()  # their last transactions
+    finally:
         stop.set()
-        threads[0].join()
+        _join_all(threads)
         if writers > 1:
             _port.db_release()
     if failures:

@@ -268,8 +268,12 @@ def _popular(entry, n, ro, banned, taken=()):
 
 def _via_libreco(entry, uid, n, ro):
     model = entry.model
-    # Ask for enough to survive our filtering; libreco refuses n_rec > n_items.
-    want = min(entry.n_items, n + int(ro.exclude.size))
+    # Ask for enough to survive our filtering (libreco filters only the training data's
+    # consumed items; we also drop excluded ones and those observed since); libreco
+    # refuses n_rec > n_items.
+    observed = entry.consumed[uid].size - entry.trained_consumed[uid].size \
+        if ro.filter_consumed else 0
+    want = min(entry.n_items, n + int(ro.exclude.size) + observed)
     with entry.graph_ctx():
         recs = model.recommend_user(
             uid, want, cold_start="popular", inner_id=True,
@@ -360,9 +364,7 @@ def similar_items(entry, item, n):
         k = min(n, entry.n_items - 1)
         if k <= 0:
             return []
-        total = sims.shape[0]
-        top = np.argpartition(sims, total - k)[total - k:] if k < total else np.arange(total)
-        top = top[np.argsort(-sims[top], kind="stable")]
+        top = top_k(sims[None, :], k)[0]
         return [(entry.item_ids[i], float(sims[i])) for i in top.tolist()]
     if entry.algorithm == "ItemCF" and getattr(entry.model, "sim_matrix", None) is not None:
         row = entry.model.sim_matrix[iid]

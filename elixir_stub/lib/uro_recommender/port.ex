@@ -366,6 +366,13 @@ defmodule UroRecommender.Port do
     {ref, %{state | next_ref: ref + 1, calls: calls}}
   end
 
+  # A frame the port could not read at all (too_large, bad_frame) is answered with Ref
+  # undefined. The port answers frames one at a time, in the order they arrive, so that
+  # reply belongs to the oldest call still waiting.
+  defp handle_frame({:reply, :undefined, reply}, state) when map_size(state.calls) > 0 do
+    handle_frame({:reply, Enum.min(Map.keys(state.calls)), reply}, state)
+  end
+
   defp handle_frame({:reply, ref, reply}, state) do
     case Map.pop(state.calls, ref) do
       {nil, _} ->
@@ -431,13 +438,14 @@ defmodule UroRecommender.Port do
   defp answer(%Call{from: from}, reply), do: GenServer.reply(from, reply)
 
   # The models this process has loaded: train (when it saved a version) and load
-  # add or replace, unload removes. A failed reload forgets the model.
+  # add or replace, unload removes. A failed reload forgets the model on this port only:
+  # the store is shared by the pool's ports, which may still serve it.
   defp track_models(state, %Call{command: command, from: from}, reply) do
     change =
       case {command, reply} do
         {{:train, _, _}, {:ok, %{name: name, version: v}}} when is_integer(v) -> {name, v}
         {{:load, _, _}, {:ok, %{name: name, version: v}}} when is_integer(v) -> {name, v}
-        {{:load, name, _}, {:error, _}} when elem(from, 0) == :reload -> {to_string(name), nil}
+        {{:load, name, _}, {:error, _}} when elem(from, 0) == :reload -> {:forget, to_string(name)}
         {{:unload, name}, {:ok, _}} -> {to_string(name), nil}
         _ -> nil
       end
@@ -445,6 +453,9 @@ defmodule UroRecommender.Port do
     case change do
       nil ->
         state
+
+      {:forget, name} ->
+        %{state | models: Map.delete(state.models, name)}
 
       {name, nil} ->
         store_put(state.store, state.store_key, name, nil)

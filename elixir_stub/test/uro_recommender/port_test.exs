@@ -42,6 +42,26 @@ defmodule UroRecommender.PortTest do
     assert msg =~ "N"
   end
 
+  test "a frame over --max-frame answers its caller with too_large, and the port goes on" do
+    small =
+      start_supervised!(
+        {Port, port_path: port_path(), model_dir: tmp_dir("port_small"), max_frame: 4096,
+         timeout: 5_000, id: :port_small},
+        id: :port_small
+      )
+
+    os_pid = Port.os_pid(small)
+    started = System.monotonic_time(:millisecond)
+
+    assert {:error, {:too_large, _}} =
+             Port.call(small, {:echo, :binary.copy("x", 10_000)}, timeout: 60_000)
+
+    # answered by the port, not by the client's timeout and kill
+    assert System.monotonic_time(:millisecond) - started < 5_000
+    assert {:ok, :pong} = Port.call(small, :ping)
+    assert Port.os_pid(small) == os_pid
+  end
+
   test "many concurrent callers each get their own reply", %{port: port} do
     results =
       1..50
