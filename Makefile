@@ -15,6 +15,8 @@ PROTOCOL := 1
 
 VENV     ?= $(shell bash scripts/setup.sh --path)
 PYTHON   := $(VENV)/bin/python
+# pytest, psycopg, SQLAlchemy: test-only packages, kept out of the runtime virtualenv.
+TESTPATH := $(shell bash scripts/setup.sh --test-path)
 TOP      := $(CURDIR)
 
 # Asked of the virtualenv's python only when it exists (make setup creates it).
@@ -55,10 +57,10 @@ demo: setup
 bench: setup
 	@$(MAKE) --no-print-directory build
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)
-	escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
+	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 bench-db: setup
 	@$(MAKE) --no-print-directory build
-	escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
+	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 
 setup:
 	@bash scripts/setup.sh >/dev/null
@@ -96,7 +98,7 @@ test-sanitize: $(addprefix _build/san/,$(TESTS))
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ./$$t || exit 1; done
 
 test-python:
-	cd python && $(PYTHON) -m pytest -q tests
+	cd python && PYTHONPATH=$(TESTPATH) $(PYTHON) -m pytest -q tests
 
 test-replay: build
 	escript test/replay/replay.escript priv/uro_recommender test/replay/*.session
