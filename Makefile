@@ -38,8 +38,8 @@ LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
 LDLIBS_PQ = -lpq -lz
 
 PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybridge.c \
-            c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c c_src/db.c \
-            c_src/copytext.c
+            c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c c_src/db_connection.c \
+            c_src/db_columns.c c_src/db_execute.c c_src/copytext.c
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \

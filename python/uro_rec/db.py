@@ -1,6 +1,6 @@
 """The database side of the port: training data from SQL, exports, the model registry.
 
-The connection, streaming and CockroachDB's retry protocol live in C (``c_src/db.c``) and
+The connection, streaming and CockroachDB's retry protocol live in C (``c_src/db_*.c``) and
 are reached through ``_uro_port.db_*``; this module turns their results into frames and
 their failures into ``{error, {database, #{sqlstate, message}}}``. SQL here is written to
 run unchanged on CockroachDB v23.2+ and PostgreSQL 13+ (docs/COCKROACHDB.md lists why each
@@ -222,7 +222,7 @@ def write_lists(model, version, lists, table, batch_size, where="export", method
     per transaction. Returns rows, batches, retries.
 
     Each batch deletes its users' rows and writes the new ones in one transaction, retried
-    as a whole (c_src/db.c). A producer thread computes the batches; ``writers`` threads
+    as a whole (c_src/db_execute.c). A producer thread computes the batches; ``writers`` threads
     (this one and writers - 1 more, each on its own connection) take them from a short
     queue and run their transactions without the GIL. One server connection is one server
     process: it writes a batch on one core, and a second one doubles what the server can
