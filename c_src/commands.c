@@ -7,6 +7,8 @@
  */
 #include "commands.h"
 
+#include "bigendian.h"
+
 #include "deadline.h"
 #include "frames.h"
 #include "pybridge.h"
@@ -335,7 +337,7 @@ static int inflate_frame(const char *frame, size_t len, char **out, size_t *out_
         *why = "truncated compressed term";
         return -1;
     }
-    uLongf size = ((uLongf)p[2] << 24) | ((uLongf)p[3] << 16) | ((uLongf)p[4] << 8) | p[5];
+    uLongf size = be32(p + 2);
     if (size + 1 > frame_limit) {
         *why = "compressed term inflates past the frame limit";
         return -1;

@@ -9,49 +9,32 @@
  */
 #include "db_private.h"
 
+#include "bigendian.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 /* ---- binary decoding -------------------------------------------------------------------------- */
 
-static int64_t be64(const char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | (unsigned char)p[i];
-    return (int64_t)v;
-}
-
-static int32_t be32s(const char *p)
-{
-    return (int32_t)(((uint32_t)(unsigned char)p[0] << 24) | ((uint32_t)(unsigned char)p[1] << 16) |
-                     ((uint32_t)(unsigned char)p[2] << 8) | (unsigned char)p[3]);
-}
-
-static int16_t be16s(const char *p)
-{
-    return (int16_t)(((unsigned char)p[0] << 8) | (unsigned char)p[1]);
-}
-
 static double as_double(const char *p, int len, Oid type)
 {
     if (type == OID_FLOAT8 && len == 8) {
-        int64_t bits = be64(p);
+        uint64_t bits = be64(p);
         double d;
         memcpy(&d, &bits, 8);
         return d;
     }
     if (type == OID_FLOAT4 && len == 4) {
-        int32_t bits = be32s(p);
+        uint32_t bits = be32(p);
         float f;
         memcpy(&f, &bits, 4);
         return f;
     }
     if (type == OID_NUMERIC && len >= 8) {
         /* ndigits, weight, sign, dscale, then base-10000 digits */
-        int ndigits = be16s(p), weight = be16s(p + 2);
-        uint16_t sign = (uint16_t)be16s(p + 4);
+        int ndigits = (int16_t)be16(p), weight = (int16_t)be16(p + 2);
+        uint16_t sign = be16(p + 4);
         if (sign == 0xC000)
             return NAN;
         if (sign == 0xD000) /* PostgreSQL 14+: NUMERIC 'Infinity' and '-Infinity' */
@@ -60,15 +43,15 @@ static double as_double(const char *p, int len, Oid type)
             return -INFINITY;
         double v = 0;
         for (int i = 0; i < ndigits && 8 + 2 * i + 1 < len; i++)
-            v += be16s(p + 8 + 2 * i) * pow(10000.0, weight - i);
+            v += (int16_t)be16(p + 8 + 2 * i) * pow(10000.0, weight - i);
         return sign == 0x4000 ? -v : v;
     }
     if (type == OID_INT8 && len == 8)
-        return (double)be64(p);
+        return (double)(int64_t)be64(p);
     if (type == OID_INT4 && len == 4)
-        return be32s(p);
+        return (int32_t)be32(p);
     if (type == OID_INT2 && len == 2)
-        return be16s(p);
+        return (int16_t)be16(p);
     if (type == OID_BOOL && len == 1)
         return p[0] ? 1.0 : 0.0;
     return NAN;
@@ -77,11 +60,11 @@ static double as_double(const char *p, int len, Oid type)
 static int64_t as_int64(const char *p, int len, Oid type)
 {
     if (len == 8 && (type == OID_INT8 || type == OID_TIMESTAMP || type == OID_TIMESTAMPTZ))
-        return be64(p);
+        return (int64_t)be64(p);
     if (len == 4)
-        return be32s(p);
+        return (int32_t)be32(p);
     if (len == 2)
-        return be16s(p);
+        return (int16_t)be16(p);
     return 0;
 }
 

@@ -10,6 +10,8 @@
  */
 #include "term.h"
 
+#include "bigendian.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -28,16 +30,6 @@ static int fail(struct term_error *err, const char *kind, const char *fmt, ...)
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
     return -1;
-}
-
-static uint32_t be32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static uint16_t be16(const unsigned char *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -557,10 +549,7 @@ static int encode_big(ei_x_buff *x, PyObject *obj, struct term_error *err)
         head_len = 3;
     } else {
         header[0] = ERL_LARGE_BIG_EXT;
-        header[1] = (unsigned char)(n >> 24);
-        header[2] = (unsigned char)(n >> 16);
-        header[3] = (unsigned char)(n >> 8);
-        header[4] = (unsigned char)n;
+        put_be32(header + 1, (uint32_t)n);
         header[5] = (unsigned char)negative;
         head_len = 6;
     }
