@@ -1,8 +1,8 @@
 /*
  * commands.h: one request frame in, exactly one reply frame out.
  *
- * Parses {call, Ref, Command} and {call, Ref, Command, CallOpts}, finds Command in the
- * dispatch table, runs it, and replies. Nothing a client sends can make it skip the reply.
+ * request.c turns the frame into a call; here Command is found in the dispatch table, run,
+ * and answered, or the frame's refusal is. Nothing a client sends can make it skip the reply.
  */
 #ifndef URO_COMMANDS_H
 #define URO_COMMANDS_H

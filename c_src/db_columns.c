@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* ---- binary decoding -------------------------------------------------------------------------- */
+/* ---- binary decoding ------------------------------------------------------------------------- */
 
 static double as_double(const char *p, int len, Oid type)
 {
@@ -89,7 +89,7 @@ static PyObject *text_value(const char *p, int len, Oid type)
     return PyUnicode_DecodeUTF8(p, len, "replace");
 }
 
-/* ---- typed columns ---------------------------------------------------------------------------- */
+/* ---- typed columns --------------------------------------------------------------------------- */
 
 enum column_kind { COL_INT64, COL_FLOAT64, COL_TIME, COL_TEXT, COL_OTHER };
 
@@ -256,7 +256,7 @@ fail:
     return NULL;
 }
 
-/* ---- db_columns: the stream ------------------------------------------------------------------- */
+/* ---- db_columns: the stream ------------------------------------------------------------------ */
 
 struct stream {
     struct column *cols;

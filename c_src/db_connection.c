@@ -121,7 +121,7 @@ void db_set_busy(int slot, int is_busy)
     busy[slot] = is_busy;
 }
 
-/* ---- db_info, db_release ----------------------------------------------------------------------- */
+/* ---- db_info, db_release --------------------------------------------------------------------- */
 
 static PyObject *db_info(PyObject *self, PyObject *unused)
 {
@@ -153,7 +153,7 @@ static PyObject *db_release(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* ---- the _uro_port functions ------------------------------------------------------------------- */
+/* ---- the _uro_port functions ----------------------------------------------------------------- */
 
 static PyMethodDef db_methods[] = {
     {"db_columns", db_columns, METH_VARARGS,

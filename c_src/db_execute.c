@@ -93,7 +93,7 @@ int db_build_params(PyObject *seq, struct db_params *p)
     return 0;
 }
 
-/* ---- the results of a query in flight --------------------------------------------------------- */
+/* ---- the results of a query in flight -------------------------------------------------------- */
 
 int db_send_streaming(PGconn *c, const char *query, const struct db_params *p)
 {
@@ -119,7 +119,7 @@ void db_drain(PGconn *c)
         PQclear(r);
 }
 
-/* ---- db_execute: small queries, text results ------------------------------------------------------ */
+/* ---- db_execute: small queries, text results ------------------------------------------------- */
 
 static PyObject *cell(PGresult *res, int row, int col)
 {
@@ -287,7 +287,7 @@ PyObject *db_execute(PyObject *self, PyObject *args)
     return out;
 }
 
-/* ---- db_transaction: statements in one transaction, retried on 40001 ------------------------------ */
+/* ---- db_transaction: statements in one transaction, retried on 40001 ------------------------- */
 
 /* 40001 serialization failure, 40P01 deadlock, and, when the caller allows it, 23505: a
  * unique key a concurrent writer took first (two exports of one model racing under READ
