@@ -2,7 +2,8 @@
  * check.c: the --check self-test (see check.h).
  *
  * Starts the interpreter exactly as the port does, then imports LibRecommender and every
- * model family the port serves, and proves the model directory writable. It reports how long
+ * model family the port serves (uro_rec.algorithms names them), and proves the model
+ * directory writable. It reports how long
  * start-up took and the resident memory afterwards, the figures docs/OPERATIONS.md quotes.
  */
 #define _GNU_SOURCE
@@ -11,20 +12,26 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Classes of libreco.algorithms the port trains (docs/PROTOCOL.md lists the same). */
-static const char *families[] = {
-    "UserCF", "ItemCF", "RsUserCF", "RsItemCF", "Swing", "ALS", "BPR", "SVD", "SVDpp", "NCF",
-    "Item2Vec", "DeepWalk", "NGCF", "LightGCN", "RNN4Rec", "Caser", "WaveNet",
-    "YouTubeRetrieval", "TwoTower", "PinSage", "GraphSage", "FM", "WideDeep", "DeepFM",
-    "AutoInt", "DIN", "YouTubeRanking", "Transformer", "SIM",
-};
-
 static int failures;
+
+/* --help, --version and --check are for a person at a terminal, never for a port: they write
+ * to fd 1 with write(2) directly. In port mode nothing but erlcmd_send writes there. */
+void say(const char *fmt, ...)
+{
+    char line[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n > 0 && write(STDOUT_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
+        return;
+}
 
 static void report(int ok, const char *what, const char *detail)
 {
@@ -58,19 +65,38 @@ static PyObject *check_import(const char *module, const char *label)
     return m;
 }
 
+/* The classes of libreco.algorithms the port trains, as uro_rec.algorithms.SUPPORTED names
+ * them (the one list; docs/PROTOCOL.md shows it to people). A new reference to a list of
+ * str, or NULL with the exception set. */
+static PyObject *served_families(void)
+{
+    PyObject *m = PyImport_ImportModule("uro_rec.algorithms");
+    PyObject *table = m ? PyObject_GetAttrString(m, "SUPPORTED") : NULL;
+    PyObject *names = table ? PySequence_List(table) : NULL; /* a dict: its keys */
+    Py_XDECREF(table);
+    Py_XDECREF(m);
+    return names;
+}
+
 static void check_families(void)
 {
     PyObject *algorithms = check_import("libreco.algorithms", "libreco.algorithms");
     if (!algorithms)
         return;
-    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
-        PyObject *cls = PyObject_GetAttrString(algorithms, families[i]);
+    PyObject *families = served_families();
+    if (!families)
+        report_python_failure("uro_rec.algorithms.SUPPORTED");
+    for (Py_ssize_t i = 0; families && i < PyList_GET_SIZE(families); i++) {
+        PyObject *name = PyList_GET_ITEM(families, i);
+        PyObject *cls = PyObject_GetAttr(algorithms, name);
+        const char *family = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
         if (cls)
-            report(1, families[i], "importable");
+            report(1, family ? family : "?", "importable");
         else
-            report_python_failure(families[i]);
+            report_python_failure(family ? family : "?");
         Py_XDECREF(cls);
     }
+    Py_XDECREF(families);
     Py_DECREF(algorithms);
 }
 

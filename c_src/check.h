@@ -9,7 +9,7 @@
 /* Prints one line per check; returns the process exit status (0 when all passed). */
 int check_main(const struct pybridge_config *py);
 
-/* Human output on fd 1 (main.c): only for --help, --version and --check. */
+/* Human output on fd 1: only for --help, --version and --check. */
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

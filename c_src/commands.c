@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A handler replies, and returns the reply's error kind: NULL for {ok, _}. Every function
+ * here that replies returns it the same way, under the name kind, for stats_record. */
 typedef const char *(*command_fn)(const struct call *call);
 
 struct command {
@@ -76,11 +78,11 @@ static const char *run_ping(const struct call *call)
 static const char *reply_python_error(const struct call *call)
 {
     PyObject *detail = NULL;
-    const char *kind = pybridge_take_error(&detail);
-    const char *sent = detail ? frames_reply_error_py(call->ref, call->ref_len, kind, detail)
-                              : frames_reply_error(call->ref, call->ref_len, kind, "no detail");
+    const char *raised = pybridge_take_error(&detail);
+    const char *kind = detail ? frames_reply_error_py(call->ref, call->ref_len, raised, detail)
+                              : frames_reply_error(call->ref, call->ref_len, raised, "no detail");
     Py_XDECREF(detail);
-    return sent;
+    return kind;
 }
 
 static const char *run_info(const struct call *call)
@@ -92,7 +94,7 @@ static const char *run_info(const struct call *call)
     Py_XDECREF(empty);
     if (!info)
         return reply_python_error(call);
-    const char *sent;
+    const char *kind;
     PyObject *k_version = term_make_atom("version", 7);
     PyObject *k_protocol = term_make_atom("protocol", 8);
     PyObject *v_version = PyUnicode_FromString(URO_REC_VERSION);
@@ -101,16 +103,16 @@ static const char *run_info(const struct call *call)
         PyDict_SetItem(info, k_version, v_version) < 0 ||
         PyDict_SetItem(info, k_protocol, v_protocol) < 0 || stats_fill(info) < 0) {
         PyErr_Clear();
-        sent = frames_reply_error(call->ref, call->ref_len, "internal", "info: cannot build");
+        kind = frames_reply_error(call->ref, call->ref_len, "internal", "info: cannot build");
     } else {
-        sent = frames_reply_ok(call->ref, call->ref_len, info);
+        kind = frames_reply_ok(call->ref, call->ref_len, info);
     }
     Py_XDECREF(k_version);
     Py_XDECREF(k_protocol);
     Py_XDECREF(v_version);
     Py_XDECREF(v_protocol);
     Py_DECREF(info);
-    return sent;
+    return kind;
 }
 
 static const char *call_python(const struct call *call, const char *module, const char *fn,
@@ -172,9 +174,9 @@ static const char *call_python(const struct call *call, const char *module, cons
                                       call->timeout_ms);
         return reply_python_error(call);
     }
-    const char *sent = frames_reply_ok(call->ref, call->ref_len, result);
+    const char *kind = frames_reply_ok(call->ref, call->ref_len, result);
     Py_DECREF(result);
-    return sent;
+    return kind;
 }
 
 /* {fault, Kind}: crash or wedge the interpreter on purpose, for supervision tests. Refused
@@ -206,7 +208,7 @@ static const char *dispatch(const struct call *call, const struct command *cmd)
     return cmd->run(call);
 }
 
-static size_t frame_limit = 64u << 20;
+static size_t frame_limit = DEFAULT_MAX_FRAME;
 
 void commands_set_frame_limit(size_t limit)
 {

@@ -11,6 +11,9 @@
 
 void commands_handle_frame(const char *frame, size_t len);
 
+/* The --max-frame default (main.c): larger request frames are dropped unread (erlcmd.c). */
+#define DEFAULT_MAX_FRAME (64u * 1024 * 1024)
+
 /* Compressed terms may not inflate past this (the --max-frame limit). */
 void commands_set_frame_limit(size_t limit);
 void commands_handle_too_large(size_t len);

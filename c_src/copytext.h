@@ -9,7 +9,7 @@
 #ifndef URO_COPYTEXT_H
 #define URO_COPYTEXT_H
 
-#include "term.h"
+#include "pytypes.h"
 
 /* Writes src[0..len) to dst with COPY text escapes (backslash, tab, newline, carriage
  * return); dst has room for 2 * len bytes. Returns the bytes written. */

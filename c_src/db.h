@@ -14,7 +14,7 @@
 #ifndef URO_DB_H
 #define URO_DB_H
 
-#include "term.h"
+#include "pytypes.h"
 
 /* Remembers the conninfo (NULL or "" for none); nothing connects until a command needs it. */
 void db_configure(const char *conninfo);

@@ -27,7 +27,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +41,6 @@
 #define URO_REC_DEFAULT_PYTHON_DIR ""
 #endif
 
-#define DEFAULT_MAX_FRAME (64u * 1024 * 1024)
-
 struct options {
     char venv[PATH_MAX];
     char python_dir[PATH_MAX];
@@ -55,19 +52,6 @@ struct options {
 
 static int signal_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_requested; /* frames already read are then not served */
-
-/* --help, --version and --check are for a person at a terminal, never for a port: they write
- * to fd 1 with write(2) directly. In port mode nothing but erlcmd_send writes there. */
-void say(const char *fmt, ...)
-{
-    char line[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (n > 0 && write(STDOUT_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
-        return;
-}
 
 static void usage(void)
 {

@@ -16,6 +16,7 @@
 #include "db.h"
 #include "deadline.h"
 #include "frames.h"
+#include "term.h"
 
 #include <stdio.h>
 #include <string.h>

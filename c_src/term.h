@@ -9,8 +9,8 @@
 #ifndef URO_TERM_H
 #define URO_TERM_H
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "pytypes.h"
+
 #include <ei.h>
 #include <stddef.h>
 
