@@ -81,41 +81,24 @@ def evaluate_frame(entry, df, metrics, k, where):
     return {A(m): float(v) for m, v in result.items()}
 
 
-def train(name, spec):
-    where = "train"
-    name = model_name(name, where)
-    spec = normalize_opts(spec, "train: spec")
-    check_known(spec, ("algorithm", "data", "task", "params", "fit", "eval", "save"), where)
-    if "algorithm" not in spec:
-        raise BadArg("train: spec must contain algorithm")
-    if "data" not in spec:
-        raise BadArg("train: spec must contain data")
-    cls = algorithms.resolve(spec["algorithm"], where)
-    algorithm = cls.__name__
-    task = choice(spec.get("task", "ranking"), ("ranking", "rating"), where, "task")
-    params = plain(normalize_opts(spec.get("params"), "train: params"))
-    fit = plain(normalize_opts(spec.get("fit"), "train: fit"))
-    save = boolean(spec.get("save", True), where, "save")
-    ev = None
-    if spec.get("eval") is not None:
-        eo = normalize_opts(spec["eval"], "train: eval")
-        check_known(eo, ("test_size", "metrics", "k"), "train: eval")
-        test_size = fraction(eo.get("test_size", 0.2), "train: eval", "test_size")
-        metrics, k = parse_metrics(task, eo, "train: eval")
-        ev = (test_size, metrics, k)
+def _eval_opts(spec, task):
+    """train's ``eval``: (test_size, metrics, k), or None for no evaluation."""
+    if spec.get("eval") is None:
+        return None
+    eo = normalize_opts(spec["eval"], "train: eval")
+    check_known(eo, ("test_size", "metrics", "k"), "train: eval")
+    test_size = fraction(eo.get("test_size", 0.2), "train: eval", "test_size")
+    metrics, k = parse_metrics(task, eo, "train: eval")
+    return test_size, metrics, k
 
-    df = sources.training_frame(sources.load(spec["data"], "train: data"))
-    test_df = None
-    if ev is not None:
-        from libreco.data import random_split
 
-        if len(df) < 5:
-            raise BadArg("train: eval needs at least 5 rows of data")
-        df, test_df = random_split(df, test_size=ev[0], seed=42, filter_unknown=True)
-
+def _fit(cls, task, params, fit, df, where):
+    """Builds the train set and fits ``cls`` on it in a graph of its own; returns (model,
+    data_info, graph, seconds)."""
     from libreco.data import DatasetPure
     from . import streams
 
+    algorithm = cls.__name__
     started = time.perf_counter()
     trainset, data_info = DatasetPure.build_trainset(df)
     graph = registry.new_graph()
@@ -135,8 +118,36 @@ def train(name, spec):
         except (ValueError, AssertionError, TypeError) as e:
             # libreco validates task/labels/neg_sampling combinations this way
             raise BadArg(f"train: libreco refused to fit {algorithm}: {e}") from e
-    seconds = time.perf_counter() - started
+    return model, data_info, graph, time.perf_counter() - started
 
+
+def train(name, spec):
+    where = "train"
+    name = model_name(name, where)
+    spec = normalize_opts(spec, "train: spec")
+    check_known(spec, ("algorithm", "data", "task", "params", "fit", "eval", "save"), where)
+    if "algorithm" not in spec:
+        raise BadArg("train: spec must contain algorithm")
+    if "data" not in spec:
+        raise BadArg("train: spec must contain data")
+    cls = algorithms.resolve(spec["algorithm"], where)
+    algorithm = cls.__name__
+    task = choice(spec.get("task", "ranking"), ("ranking", "rating"), where, "task")
+    params = plain(normalize_opts(spec.get("params"), "train: params"))
+    fit = plain(normalize_opts(spec.get("fit"), "train: fit"))
+    save = boolean(spec.get("save", True), where, "save")
+    ev = _eval_opts(spec, task)
+
+    df = sources.training_frame(sources.load(spec["data"], "train: data"))
+    test_df = None
+    if ev is not None:
+        from libreco.data import random_split
+
+        if len(df) < 5:
+            raise BadArg("train: eval needs at least 5 rows of data")
+        df, test_df = random_split(df, test_size=ev[0], seed=42, filter_unknown=True)
+
+    model, data_info, graph, seconds = _fit(cls, task, params, fit, df, where)
     entry = Entry(name, algorithm, task, model, data_info, graph,
                   data_info.user_unique_vals.tolist(), data_info.item_unique_vals.tolist())
     metrics = {}
@@ -144,7 +155,7 @@ def train(name, spec):
         metrics = evaluate_frame(entry, test_df, ev[1], ev[2], "train: eval")
     entry.metrics = metrics
     if save:
-        entry.version, entry.path = registry.save(entry)
+        registry.save(entry)
     registry.put(entry)
     return {
         A("name"): name,
