@@ -7,8 +7,9 @@ import sys
 import time
 from importlib import metadata
 
+from . import db, registry, registry_store, schema, sources
+from . import export as exporter
 from . import recommend as rec
-from . import registry, sources
 from .errors import BadArg
 from .options import (
     boolean, check_id, check_id_list, check_known, choice, finite_float, model_name,
@@ -30,8 +31,6 @@ def echo(term):
 def python_info():
     # The version from the package metadata: importing libreco would pull in TensorFlow
     # and torch (seconds) just to answer info.
-    from . import db
-
     return {
         A("python"): sys.version.split()[0],
         A("librecommender"): metadata.version("LibRecommender"),
@@ -106,8 +105,6 @@ def load(name, opts=None):
     if source == "database":
         if path is not None:
             raise BadArg("load: path and from => database exclude each other")
-        from . import registry_store
-
         version, _path = registry_store.fetch(name, version, registry.model_dir())
     entry = registry.load(name, version, path)
     registry.put(entry)
@@ -126,8 +123,6 @@ def models(opts=None):
     check_known(o, ("from",), "models")
     if choice(o.get("from", "loaded"), ("loaded", "database"), "models", "from") == "loaded":
         return [registry.MODELS[n].summary() for n in sorted(registry.MODELS)]
-    from . import registry_store
-
     return [
         {A("name"): n, A("version"): v, A("algorithm"): a, A("n_users"): nu,
          A("n_items"): ni, A("checksum"): c, A("bytes"): b}
@@ -151,8 +146,6 @@ def export(name, opts=None):
     """Top-N lists for ``users`` (``all`` or a list) into a recommendations table, in
     batches of ``batch_size`` rows, each batch one retried transaction (see
     :mod:`uro_rec.export`)."""
-    from . import db, export as exporter
-
     where = "export"
     entry = registry.lookup(name, where)
     o = normalize_opts(opts, "export: opts")
@@ -178,8 +171,6 @@ def export(name, opts=None):
 def publish(name, opts=None):
     """Stores the loaded version of ``name`` (saved first if it never was) in the
     database registry, so any port can ``load`` it ``from => database``."""
-    from . import registry_store
-
     where = "publish"
     entry = registry.lookup(name, where)
     check_known(normalize_opts(opts, "publish: opts"), (), where)
@@ -192,8 +183,6 @@ def publish(name, opts=None):
 
 def apply_schema(directory=None):
     """Creates the interactions, recommendations and registry tables (priv/sql/*.sql)."""
-    from . import schema
-
     if directory is not None and not isinstance(directory, str):
         raise BadArg("apply_schema: directory must be a string")
     return schema.apply_schema(directory)
@@ -222,8 +211,6 @@ def observe(name, events, opts=None):
     ``recommend`` stops returning what a user just consumed, without a retrain. With a
     database configured (and ``store`` not false) they are also appended to the
     interactions table (``table``, default uro_rec_interactions) in one statement."""
-    from . import db, export as exporter
-
     where = "observe"
     entry = registry.lookup(name, where)
     o = normalize_opts(opts, "observe: opts")
