@@ -75,6 +75,35 @@ priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	@mkdir -p priv
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ c_src/echo_port.c c_src/erlcmd.c $(LDLIBS_EI)
 
+# ---- As a Mix dependency ---------------------------------------------------------------------
+# `mix compile` runs `make` with MIX_APP_PATH set (elixir_make's contract, see mix.exs): the port,
+# python/uro_rec and the SQL files are laid out in $(MIX_APP_PATH)/priv, the directory that
+# Application.app_dir(:uro_recommender, "priv") names, where the pool finds them and which
+# `mix release` copies. For a path or git dependency Mix makes that directory a symlink to this
+# checkout's priv/, which already has that layout (priv/python/uro_rec is a symlink to
+# python/uro_rec, and a release copies through symlinks): nothing is copied then, since each
+# file is its own source (the `-ef` test). Otherwise (build_embedded, or MIX_APP_PATH given by
+# hand) each file is copied when its source is newer.
+ifneq ($(strip $(MIX_APP_PATH)),)
+MIX_PRIV  := $(MIX_APP_PATH)/priv
+MIX_FILES := $(MIX_PRIV)/uro_recommender \
+             $(patsubst python/%,$(MIX_PRIV)/python/%,$(wildcard python/uro_rec/*.py)) \
+             $(patsubst priv/%,$(MIX_PRIV)/%,$(wildcard priv/sql/*.sql))
+build: $(MIX_FILES)
+
+# Replaces $@ by a rename (a running port keeps its inode). A dangling symlink where the
+# directory belongs (Mix's copy of priv/ copies priv/python/uro_rec's link as it is) goes first.
+mix_copy = @[ -e "$(@D)" ] || rm -f "$(@D)"; [ "$<" -ef "$@" ] || { mkdir -p "$(@D)" && \
+           cp "$<" "$@.tmp" && chmod $(1) "$@.tmp" && mv -f "$@.tmp" "$@" && echo "install $@"; }
+
+$(MIX_PRIV)/uro_recommender: priv/uro_recommender
+	$(call mix_copy,755)
+$(MIX_PRIV)/python/uro_rec/%.py: python/uro_rec/%.py
+	$(call mix_copy,644)
+$(MIX_PRIV)/sql/%.sql: priv/sql/%.sql
+	$(call mix_copy,644)
+endif
+
 # ---- tests ----------------------------------------------------------------------------------
 UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/copytext.c
 TESTS    := test_erlcmd test_term test_copytext
@@ -106,8 +135,9 @@ test-replay: build
 test-matrix: build
 	escript test/matrix.escript priv/uro_recommender
 
+# mix.exs is at the top; its compiler runs this Makefile again (a no-op after `build`).
 test-elixir: build
-	cd elixir_stub && URO_REC_PORT=$(TOP)/priv/uro_recommender mix test
+	URO_REC_PORT=$(TOP)/priv/uro_recommender mix test
 
 # elixir_stub on a newer Elixir (1.18 in a Debian trixie chroot); not part of `make test`.
 check-elixir-newer:

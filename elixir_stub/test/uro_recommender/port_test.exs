@@ -45,8 +45,12 @@ defmodule UroRecommender.PortTest do
   test "a frame over --max-frame answers its caller with too_large, and the port goes on" do
     small =
       start_supervised!(
-        {Port, port_path: port_path(), model_dir: tmp_dir("port_small"), max_frame: 4096,
-         timeout: 5_000, id: :port_small},
+        {Port,
+         port_path: port_path(),
+         model_dir: tmp_dir("port_small"),
+         max_frame: 4096,
+         timeout: 5_000,
+         id: :port_small},
         id: :port_small
       )
 
