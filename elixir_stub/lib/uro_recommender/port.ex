@@ -284,9 +284,14 @@ defmodule UroRecommender.Port do
     end)
   end
 
-  # Loads again what the previous OS process had loaded, before any other call.
+  # Loads again what the previous OS process had loaded, before any other call: as the store
+  # has it (the pool's serving ports share theirs, so one that was down during a hot swap
+  # gets the new version), else as this server remembers it.
   defp reload(state) do
-    state.models
+    models = if state.store, do: ModelStore.get(state.store, state.store_key), else: state.models
+    state = %{state | models: models}
+
+    models
     |> Enum.sort()
     |> Enum.reduce(state, fn {name, version}, acc ->
       Logger.debug("uro_recommender: reloading #{name} version #{version}")

@@ -181,7 +181,9 @@ defmodule UroRecommender.DegradedTest do
     # Ready (the real port answers info), then killed a moment later, every time.
     # (The shell gives an asynchronous command /dev/null as stdin: hence fd 3.)
     path =
-      script(~s(exec 3<&0; "#{port_path()}" "$@" <&3 3<&- & p=$!; sleep 4; kill -9 $p; wait $p 2>/dev/null))
+      script(
+        ~s(exec 3<&0; "#{port_path()}" "$@" <&3 3<&- & p=$!; sleep 4; kill -9 $p; wait $p 2>/dev/null)
+      )
 
     capture_log(fn ->
       host = start_host(pool, port_path: path)
