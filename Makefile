@@ -1,9 +1,11 @@
 # uro_recommender: an Erlang port program serving LibRecommender from an embedded CPython.
 #
-#   make          build priv/uro_recommender (and priv/echo_port, the benchmark's baseline)
+#   make          build priv/uro_recommender (and priv/echo_port, the benchmark's baseline);
+#                 with MIX_APP_PATH set (`mix compile` sets it), lay the port out in
+#                 $(MIX_APP_PATH)/priv too (see "As a Mix dependency" below)
 #   make setup    Debian packages and the Python virtualenv (idempotent; seconds when done)
 #   make test     everything CI runs: C unit tests (plain, then ASan+UBSan), pytest, the
-#                 term-replay sessions, the model matrix, the ExUnit suite
+#                 term-replay sessions, the model matrix, the ExUnit suite, a new Mix host
 #   make demo     the main job: train ALS on generated data through the port, recommend
 #   make bench    latency against the bare echo port, interleaved call by call
 #
@@ -43,7 +45,7 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybrid
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-db check-elixir-newer demo bench bench-db clean
+        test-elixir test-host test-db check-elixir-newer demo bench bench-db clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -139,6 +141,11 @@ test-matrix: build
 test-elixir: build
 	URO_REC_PORT=$(TOP)/priv/uro_recommender mix test
 
+# A new Mix host with the one dependency line: compile, run, mix release, Oban, git form
+# (test/host/host_test.sh; about a minute: it builds the port from a fresh copy).
+test-host:
+	bash test/host/host_test.sh
+
 # elixir_stub on a newer Elixir (1.18 in a Debian trixie chroot); not part of `make test`.
 check-elixir-newer:
 	bash scripts/elixir_newer.sh
@@ -147,7 +154,7 @@ check-elixir-newer:
 test-db: build
 	escript test/db_test.escript priv/uro_recommender
 
-test-all: build test-c test-sanitize test-python test-replay test-db test-matrix test-elixir
+test-all: build test-c test-sanitize test-python test-replay test-db test-matrix test-elixir test-host
 	@echo "make test: all suites passed"
 
 clean:
