@@ -306,7 +306,8 @@ defmodule UroRecommender.Port do
   # The slot cannot serve: kill what is left of the process, answer the calls that waited for
   # it, and try again after the backoff.
   defp fail(state, reason) do
-    state = close_port(state)
+    with {_ref, timer} <- state.handshake, do: Process.cancel_timer(timer)
+    state = close_port(%{state | handshake: nil})
     failures = state.failures + 1
     delay = Backoff.delay(failures, state.backoff)
     message = PortProcess.describe(reason)
@@ -393,7 +394,11 @@ defmodule UroRecommender.Port do
 
   @impl true
   def handle_info({port, {:data, data}}, %{port: port} = state) do
-    {:noreply, handle_frame(:erlang.binary_to_term(data), state)}
+    case decode(data) do
+      {:ok, frame} -> {:noreply, handle_frame(frame, state)}
+      # Not our port, or not speaking our framing: given up like any port that cannot serve.
+      :error -> {:noreply, fail(state, {:bad_frame, byte_size(data)})}
+    end
   end
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
@@ -480,6 +485,15 @@ defmodule UroRecommender.Port do
 
   defp send_frame(port, ref, command, call_opts) do
     Port.command(port, :erlang.term_to_binary({:call, ref, command, call_opts}))
+  rescue
+    # The OS process is gone and its exit status is on its way: the call is answered then.
+    ArgumentError -> false
+  end
+
+  defp decode(data) do
+    {:ok, :erlang.binary_to_term(data)}
+  rescue
+    ArgumentError -> :error
   end
 
   defp send_call(state, command, from, opts, accepted) do

@@ -31,6 +31,7 @@ defmodule UroRecommender.PortProcess do
           | {:protocol, term()}
           | {:handshake, term()}
           | {:port_exited, integer()}
+          | {:bad_frame, non_neg_integer()}
 
   @doc """
   Opens the port executable `opts[:port_path]` as an Erlang port (`{:packet, 4}`, binary,
@@ -132,5 +133,10 @@ defmodule UroRecommender.PortProcess do
     do: "unexpected reply to the first call (info): #{inspect(reply)}"
 
   def describe({:port_exited, status}), do: "the port exited with status #{status}"
+
+  def describe({:bad_frame, bytes}),
+    do:
+      "the port sent a frame of #{bytes} bytes that is not an Erlang term: not a uro_recommender port"
+
   def describe(other), do: inspect(other)
 end

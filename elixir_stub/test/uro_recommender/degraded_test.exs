@@ -65,6 +65,7 @@ defmodule UroRecommender.DegradedTest do
     exits_at_once: {"a script that exits 127 at once", :exited},
     hangs: {"a script that never answers its first call", :no_ready_reply},
     wrong_protocol: {"a script that answers info with protocol 2", :protocol},
+    garbage: {"a script whose frame is not a term", :bad_frame},
     python_down: {"the real port whose virtualenv is missing", :python_did_not_start}
   ]
 
@@ -115,6 +116,8 @@ defmodule UroRecommender.DegradedTest do
     File.write!(frame, <<byte_size(reply)::32, reply::binary>>)
     {script(~s(cat "#{frame}"; exec sleep 600)), []}
   end
+
+  defp broken(:garbage), do: {script(~S(printf '\000\000\000\003abc'; exec sleep 600)), []}
 
   defp broken(:python_down), do: {port_path(), [venv: "/nonexistent/venv"]}
 
