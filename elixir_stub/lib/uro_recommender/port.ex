@@ -22,7 +22,8 @@ defmodule UroRecommender.Port do
 
   ## The handshake
 
-  The first call to every new OS process is `info`, before any other. The port answers it
+  The first call to every new OS process is `info` (with the Ref `handshake`), before any
+  other. The port answers it
   once Python is up, with `protocol` in the map; it must equal
   `UroRecommender.PortProcess.protocol/0`. A port whose Python did not start answers
   `{:error, {:internal, "python did not start: ..."}}`. Then the models the previous process had
@@ -238,10 +239,12 @@ defmodule UroRecommender.Port do
     case PortProcess.open(state.spawn) do
       {:ok, port, os_pid} ->
         Logger.metadata(port: os_pid)
-        # Refs count from 1 in every OS process: the handshake is always call 1.
-        send_frame(port, 1, :info, %{})
-        timer = Process.send_after(self(), {:handshake_timeout, 1}, state.ready_timeout)
-        %{state | port: port, os_pid: os_pid, killed: false, next_ref: 2, handshake: {1, timer}}
+        # Its own Ref, apart from the calls' integers (which keep counting across processes,
+        # so that no timer of an old call can be mistaken for one of a new process).
+        send_frame(port, :handshake, :info, %{})
+        token = make_ref()
+        timer = Process.send_after(self(), {:handshake_timeout, token}, state.ready_timeout)
+        %{state | port: port, os_pid: os_pid, killed: false, handshake: {token, timer}}
 
       {:error, reason} ->
         fail(state, reason)
@@ -412,7 +415,7 @@ defmodule UroRecommender.Port do
     end
   end
 
-  def handle_info({:handshake_timeout, ref}, %{handshake: {ref, _}} = state) do
+  def handle_info({:handshake_timeout, token}, %{handshake: {token, _}} = state) do
     {:noreply, fail(%{state | handshake: nil}, {:no_ready_reply, state.ready_timeout})}
   end
 
@@ -523,7 +526,7 @@ defmodule UroRecommender.Port do
     {ref, state}
   end
 
-  defp handle_frame({:reply, ref, reply}, %{handshake: {ref, _}} = state) do
+  defp handle_frame({:reply, :handshake, reply}, %{handshake: {_, _}} = state) do
     handshake(%{state | last_reply_at: mono()}, reply)
   end
 

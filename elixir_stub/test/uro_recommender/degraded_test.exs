@@ -110,8 +110,8 @@ defmodule UroRecommender.DegradedTest do
   defp broken(:hangs), do: {script("exec sleep 600"), [ready_timeout: 300]}
 
   defp broken(:wrong_protocol) do
-    # The reply to the handshake (always Ref 1 in a new process), as the port would frame it.
-    reply = :erlang.term_to_binary({:reply, 1, {:ok, %{protocol: 2, version: "9.9.9"}}})
+    # The reply to the handshake (its Ref is `handshake`), as the port would frame it.
+    reply = :erlang.term_to_binary({:reply, :handshake, {:ok, %{protocol: 2, version: "9.9.9"}}})
     frame = Path.join(tmp_dir("frame"), "reply.bin")
     File.write!(frame, <<byte_size(reply)::32, reply::binary>>)
     {script(~s(cat "#{frame}"; exec sleep 600)), []}
