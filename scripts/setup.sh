@@ -16,6 +16,8 @@
 # Prints the virtualenv's path as its last line of stdout; everything else goes to stderr.
 #   setup.sh --path        only print the virtualenv's path
 #   setup.sh --test-path   only print the test overlay's path
+#   setup.sh --hash        only print <hash> (the Makefile compiles it into the port, which
+#                          looks for this virtualenv when no other is configured: c_src/paths.c)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 req="$here/python/requirements.txt"
@@ -31,6 +33,7 @@ log() { echo "setup: $*" >&2; }
 # `setup.sh --path` only prints where the virtualenv is (the Makefile asks, to build against it).
 if [ "${1:-}" = "--path" ]; then echo "$venv"; exit 0; fi
 if [ "${1:-}" = "--test-path" ]; then echo "$overlay"; exit 0; fi
+if [ "${1:-}" = "--hash" ]; then echo "$hash"; exit 0; fi
 
 # --- Debian packages -------------------------------------------------------------------------
 debs=(erlang-base erlang-dev erlang-tools erlang-crypto erlang-inets erlang-ssl elixir libpq-dev
