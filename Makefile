@@ -3,7 +3,8 @@
 #   make          build priv/uro_recommender (and priv/echo_port, the benchmark's baseline)
 #   make setup    Debian packages and the Python virtualenv (idempotent; seconds when done)
 #   make test     everything CI runs: C unit tests (plain, then ASan+UBSan), pytest, the
-#                 term-replay sessions, the model matrix, the ExUnit suite
+#                 term-replay sessions, the model matrix, the ExUnit suite, the relocation check
+#   make install PREFIX=DIR   a movable tree: port, python/uro_rec, sql/, venv/ (see below)
 #   make demo     the main job: train ALS on generated data through the port, recommend
 #   make bench    latency against the bare echo port, interleaved call by call
 #
@@ -84,11 +85,11 @@ SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 
 _build/%: test/c/%.c $(UNIT_SRC) $(HDRS)
 	@mkdir -p _build
-	$(CC) $(CPPFLAGS) -Ic_src -O1 -g $(WARN) -o $@ $< $(UNIT_SRC) $(LDLIBS_PY) $(PY_BUILD_RPATH) $(LDLIBS_EI) -lcmocka
+	$(CC) $(CPPFLAGS) -Ic_src -O1 -g $(WARN) -o $@ $< $(UNIT_SRC) $(LDLIBS_PY) $(TEST_FLAGS) $(LDLIBS_EI) -lcmocka
 
 _build/san/%: test/c/%.c $(UNIT_SRC) $(HDRS)
 	@mkdir -p _build/san
-	$(CC) $(CPPFLAGS) -Ic_src -O1 -g $(SAN) $(WARN) -o $@ $< $(UNIT_SRC) $(LDLIBS_PY) $(PY_BUILD_RPATH) $(LDLIBS_EI) -lcmocka
+	$(CC) $(CPPFLAGS) -Ic_src -O1 -g $(SAN) $(WARN) -o $@ $< $(UNIT_SRC) $(LDLIBS_PY) $(TEST_FLAGS) $(LDLIBS_EI) -lcmocka
 
 test-c: $(addprefix _build/,$(TESTS))
 	@for t in $^; do echo "== $$t"; PYTHONHOME= ./$$t || exit 1; done
@@ -140,6 +141,8 @@ ifneq ($(PY_SHIP),)
 PY_RPATH       = -Wl,-rpath,'$$ORIGIN/lib'
 PY_BUILD_RPATH = -Wl,-rpath,$(PY_LIBDIR)
 endif
+# The unit tests never travel: they may name the build's virtualenv (test_term.c's numpy).
+TEST_FLAGS = -DURO_REC_TEST_VENV='"$(VENV)"' $(PY_BUILD_RPATH)
 # $(call ship_libpython,DIR): in a recipe that wrote DIR/uro_recommender.
 ship_libpython = $(if $(PY_SHIP),mkdir -p $(1)/lib && cp -p $(PY_SHIP) $(1)/lib/)
 
