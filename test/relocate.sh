@@ -6,8 +6,9 @@
 #   2. The built port carries no path of this machine: neither the checkout nor VENV.
 #   3. `make install` to A (the virtualenv hard-linked: seconds, not a 2.5 GB copy), mv A B,
 #      then in a mount namespace with tmpfs over the checkout and over the developer cache
-#      (~/.cache/uro_recommender): --paths shows B's python dir, virtualenv and SQL files, and
-#      the replay sessions (copied out of the checkout with their harness first) pass against
+#      (~/.cache/uro_recommender): --check passes and its lookup lines show B's python dir,
+#      virtualenv and SQL files (and Python's apply_schema agrees on the SQL files), and the
+#      replay sessions (copied out of the checkout with their harness first) pass against
 #      B/uro_recommender.
 #
 # Needs root (unshare -m, mount). Prints `relocate: ok` last; exit status 0 iff all held.
@@ -53,15 +54,16 @@ B="$work/B" here="$here" venv="$venv" cache="$cache" \
   mount -t tmpfs none "$here"
   mount -t tmpfs none "$cache"
   [ ! -e "$here/Makefile" ] && [ ! -e "$venv/pyvenv.cfg" ] || fail "the checkout or the cache is still visible"
-  "$B/uro_recommender" --paths >paths.txt
+  "$B/uro_recommender" --check --model-dir "$PWD/check_models" >paths.txt ||
+    { cat paths.txt; fail "--check failed in the moved tree"; }
   grep -q -x -F "  <exe_dir> = $B, <cache> = ${cache%/uro_recommender}, <hash> = ${venv##*venv-}" paths.txt ||
-    { cat paths.txt; fail "--paths: <exe_dir> is not $B"; }
+    { cat paths.txt; fail "--check: <exe_dir> is not $B"; }
   for want in "python dir  $B/python   (by <exe_dir>/python)" \
               "virtualenv  $B/venv   (by <exe_dir>/venv)" \
               "SQL files   $B/sql   (by <python_dir>/../sql)"; do
-    grep -q -x -F "  $want" paths.txt || { cat paths.txt; fail "--paths lacks: $want"; }
+    grep -q -x -F "  $want" paths.txt || { cat paths.txt; fail "--check lacks: $want"; }
   done
-  echo "relocate: ok   --paths shows B: python/, venv/, sql/ beside the executable"
+  echo "relocate: ok   --check passes and shows B: python/, venv/, sql/ beside the executable"
   escript replay/replay.escript "$B/uro_recommender" replay/*.session
 '
 echo "relocate: ok   replay sessions against the moved tree, checkout and cache hidden ($(($(date +%s) - t0)) s)"
