@@ -4,8 +4,8 @@
  * Prints where each file was looked up and found (paths.c), starts the interpreter exactly as
  * the port does, then imports LibRecommender and every model family the port serves, checks
  * that Python picked the same SQL files as the lookup, and proves the model directory
- * writable. It reports how long
- * start-up took and the resident memory afterwards, the figures docs/OPERATIONS.md quotes.
+ * writable. It reports how long start-up took and the resident memory afterwards, the
+ * figures docs/OPERATIONS.md quotes.
  */
 #define _GNU_SOURCE
 #include "check.h"
@@ -134,7 +134,8 @@ int check_main(const struct pybridge_config *py, const struct paths *paths)
     long rss_before = stats_resident_kib();
     uint64_t t0 = stats_now_us();
     char why[4096];
-    if (paths_explain_missing(paths, why, sizeof(why)) < 0 || pybridge_start(py, why, sizeof(why)) < 0) {
+    if (paths_explain_missing(paths, why, sizeof(why)) < 0 ||
+        pybridge_start(py, why, sizeof(why)) < 0) {
         report(0, "interpreter", why);
         return 1;
     }

@@ -139,7 +139,9 @@ static void find_venv(const struct paths_inputs *in, struct paths_lookup *l)
         {"--venv", in->flag_venv, 1, "not given"},
         {"URO_REC_VENV", in->env_venv, 1, "not set"},
         {"<exe_dir>/venv", join(a, sizeof(a), in->exe_dir, "venv"), 0, UNKNOWN_EXE},
-        {"<cache>/uro_recommender/venv-<hash>", dev, 0, "neither XDG_CACHE_HOME nor HOME is set"},
+        {"<cache>/uro_recommender/venv-<hash>", dev, 0,
+         in->venv_hash && *in->venv_hash ? "neither XDG_CACHE_HOME nor HOME is set"
+                                         : "no <hash> was compiled in"},
     };
     run_rules(l, "virtualenv", rules, 4, probe_venv);
 }
