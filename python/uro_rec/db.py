@@ -33,7 +33,13 @@ except (ImportError, AttributeError):  # pytest outside the port: no database fu
 
 
 CHUNK_BYTES = 1 << 20
-SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "priv", "sql")
+# apply_schema's default: <python dir>/../sql in an installed tree or a Mix host's priv/ (python/
+# and sql/ are siblings there), else <python dir>/../priv/sql in the checkout. The port's
+# c_src/paths.c has the same rule, and --check compares the two.
+_PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_DIR = next((d for d in (os.path.join(_PYTHON_DIR, "..", "sql"),
+                               os.path.join(_PYTHON_DIR, "..", "priv", "sql")) if os.path.isdir(d)),
+                  os.path.join(_PYTHON_DIR, "..", "priv", "sql"))
 
 
 def database_error(exc):
