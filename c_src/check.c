@@ -1,10 +1,12 @@
 /*
  * check.c: the --check self-test (see check.h).
  *
- * Starts the interpreter exactly as the port does, then imports LibRecommender and every
- * model family the port serves (uro_rec.algorithms names them), and proves the model
- * directory writable. It reports how long
- * start-up took and the resident memory afterwards, the figures docs/OPERATIONS.md quotes.
+ * Prints where each file was looked up and found (paths.c), starts the interpreter exactly as
+ * the port does, then imports LibRecommender and every model family the port serves
+ * (uro_rec.algorithms names them), checks that Python picked the same SQL files as the lookup,
+ * and proves the model directory writable. It reports how long start-up took and the resident
+ * memory afterwards, the figures docs/OPERATIONS.md quotes. It also owns say(), the human
+ * output of --help, --version, --paths and --check.
  */
 #define _GNU_SOURCE
 #include "check.h"
@@ -12,8 +14,10 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -127,16 +131,37 @@ static void check_model_dir(const char *dir)
     report(ok, "model directory writable", dir);
 }
 
-int check_main(const struct pybridge_config *py)
+/* apply_schema's default directory (python/uro_rec/schema.py's own rule) must be the lookup's. */
+static void check_sql_dir(const char *expected)
+{
+    PyObject *schema = PyImport_ImportModule("uro_rec.schema");
+    PyObject *dir = schema ? PyObject_GetAttrString(schema, "SCHEMA_DIR") : NULL;
+    Py_XDECREF(schema);
+    if (!dir || !PyUnicode_Check(dir)) {
+        Py_XDECREF(dir);
+        report_python_failure("SQL files (apply_schema)");
+        return;
+    }
+    char a[PATH_MAX], b[PATH_MAX];
+    const char *got = PyUnicode_AsUTF8(dir);
+    int same = got && expected && realpath(got, a) && realpath(expected, b) && !strcmp(a, b);
+    report(same, "SQL files (apply_schema)", same ? expected : got);
+    if (!same)
+        say("     the lookup above found %s\n", expected ? expected : "none");
+    Py_DECREF(dir);
+}
+
+int check_main(const struct pybridge_config *py, const struct paths *paths)
 {
     say("uro_recommender %s (protocol %d)\n", URO_REC_VERSION, URO_REC_PROTOCOL);
-    say("  venv        %s\n  python dir  %s\n  model dir   %s\n\n", py->venv, py->python_dir,
-        py->model_dir);
+    paths_print(paths, STDOUT_FILENO);
+    say("  model dir   %s\n\n", py->model_dir);
     stats_init();
     long rss_before = stats_resident_kib();
     uint64_t t0 = stats_now_us();
-    char why[2048];
-    if (pybridge_start(py, why, sizeof(why)) < 0) {
+    char why[4096];
+    if (paths_explain_missing(paths, why, sizeof(why)) < 0 ||
+        pybridge_start(py, why, sizeof(why)) < 0) {
         report(0, "interpreter", why);
         return 1;
     }
@@ -155,6 +180,7 @@ int check_main(const struct pybridge_config *py)
     Py_XDECREF(check_import("gensim", "gensim"));
     Py_XDECREF(check_import("recfarm", "recfarm"));
     check_families();
+    check_sql_dir(paths_get(paths, PATHS_SQL_DIR));
     check_model_dir(py->model_dir);
     uint64_t t_all = stats_now_us();
     say("\nstart-up with every model family imported: %llu ms; resident %ld KiB (was %ld KiB "

@@ -1,11 +1,17 @@
 """apply_schema: the port's tables (interactions, recommendations, the model registry),
-created from the SQL files in priv/sql/."""
+created from the SQL files (priv/sql/ in the checkout; see SCHEMA_DIR)."""
 import os
 
 from . import db
 from .errors import BadArg
 
-SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "priv", "sql")
+# apply_schema's default: <python dir>/../sql in an installed tree or a Mix host's priv/ (python/
+# and sql/ are siblings there), else <python dir>/../priv/sql in the checkout. The port's
+# c_src/paths.c has the same rule, and --check compares the two.
+_PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_DIR = next((d for d in (os.path.join(_PYTHON_DIR, "..", "sql"),
+                               os.path.join(_PYTHON_DIR, "..", "priv", "sql")) if os.path.isdir(d)),
+                  os.path.join(_PYTHON_DIR, "..", "priv", "sql"))
 
 
 def apply_schema(directory=None):
