@@ -38,11 +38,26 @@
 struct options {
     const char *venv;       /* --venv, NULL when not given (paths.c looks it up) */
     const char *python_dir; /* --python-dir, likewise */
+    const char *data_dir;   /* --data-dir, likewise */
     char model_dir[PATH_MAX];
     char database_url[4096];
     size_t max_frame;
     int check, paths_only;
 };
+
+/* Settings of the Python side given as flags. Each sets its environment variable before
+ * Python starts, so a flag and its variable are one setting (the flag wins); Python reads
+ * the variables (python/uro_rec/limits.py, signing.py; docs/OPERATIONS.md has the table). */
+static const struct {
+    const char *flag, *env;
+    int takes_value; /* 0: a switch, which sets the variable to "1" */
+} python_settings[] = {
+    {"--max-rows", "URO_REC_MAX_ROWS", 1},
+    {"--csv-max-line", "URO_REC_CSV_MAX_LINE", 1},
+    {"--model-key-file", "URO_REC_MODEL_KEY_FILE", 1},
+    {"--allow-unsigned-models", "URO_REC_ALLOW_UNSIGNED_MODELS", 0},
+};
+#define N_PYTHON_SETTINGS (sizeof(python_settings) / sizeof(python_settings[0]))
 
 static int signal_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_requested; /* frames already read are then not served */
@@ -64,6 +79,17 @@ static void usage(void)
         "                      nothing connects until a database command needs it\n"
         "  --max-frame BYTES   larger request frames are dropped with {error, {too_large, _}}\n"
         "                      (env URO_REC_MAX_FRAME; default %u)\n"
+        "  --data-dir DIR      {csv, Path} may only name files inside DIR, symlinks and ..\n"
+        "                      resolved (env URO_REC_DATA_DIR; default: any readable file)\n"
+        "  --max-rows N        rows of one training source: rows, csv or sql\n"
+        "                      (env URO_REC_MAX_ROWS; default 20000000)\n"
+        "  --csv-max-line BYTES  longest line of a csv source (env URO_REC_CSV_MAX_LINE;\n"
+        "                      default 65536)\n"
+        "  --model-key-file F  the keys that sign and verify saved models, one per line, the\n"
+        "                      first signs (env URO_REC_MODEL_KEY_FILE, or the keys themselves\n"
+        "                      in URO_REC_MODEL_KEY); see docs/OPERATIONS.md\n"
+        "  --allow-unsigned-models  load versions that carry no signature (env\n"
+        "                      URO_REC_ALLOW_UNSIGNED_MODELS=1); a wrong signature is refused\n"
         "  --check             self-test for a person: interpreter, LibRecommender, every model\n"
         "                      family, model directory; prints start-up time and memory\n"
         "  --paths             print where each file is looked up and what was found; no Python\n"
@@ -75,6 +101,22 @@ static void usage(void)
 static void copy_path(char *dst, const char *src)
 {
     snprintf(dst, PATH_MAX, "%s", src);
+}
+
+/* A flag of python_settings: sets its variable and returns 1 (advancing *i past its value),
+ * or returns 0 when a is not one of them. */
+static int python_setting(int argc, char **argv, int *i)
+{
+    for (size_t k = 0; k < N_PYTHON_SETTINGS; k++) {
+        if (strcmp(argv[*i], python_settings[k].flag) != 0)
+            continue;
+        if (!python_settings[k].takes_value)
+            return setenv(python_settings[k].env, "1", 1) == 0;
+        if (*i + 1 >= argc)
+            return 0; /* incomplete: reported by the caller */
+        return setenv(python_settings[k].env, argv[++*i], 1) == 0;
+    }
+    return 0;
 }
 
 /* The model dir, the database and the frame limit. The python dir and the virtualenv are
@@ -125,7 +167,9 @@ static int parse_args(int argc, char **argv, struct options *o)
             snprintf(o->database_url, sizeof(o->database_url), "%s", argv[++i]);
         } else if (value && strcmp(a, "--max-frame") == 0) {
             o->max_frame = strtoull(argv[++i], NULL, 10);
-        } else {
+        } else if (value && strcmp(a, "--data-dir") == 0) {
+            o->data_dir = argv[++i];
+        } else if (!python_setting(argc, argv, &i)) {
             fprintf(stderr, "uro_recommender: unknown or incomplete option %s (try --help)\n", a);
             return -1;
         }
@@ -226,8 +270,11 @@ int main(int argc, char **argv)
     db_configure(o.database_url);
     static struct paths paths; /* 50 KiB: not on the stack */
     struct paths_inputs in;
-    paths_inputs_from_process(&in, o.python_dir, o.venv);
+    paths_inputs_from_process(&in, o.python_dir, o.venv, o.data_dir);
     paths_resolve(&in, &paths);
+    /* Python reads the confinement from the environment, resolved (csv_reader.py). */
+    if (paths_data_dir(&paths))
+        setenv("URO_REC_DATA_DIR", paths_data_dir(&paths), 1);
     if (o.paths_only) {
         paths_print(&paths, STDOUT_FILENO);
         say("  model dir   %s   (--model-dir > URO_REC_MODEL_DIR > "

@@ -157,6 +157,27 @@ static void find_sql_dir(const char *python_dir, struct paths_lookup *l)
     run_rules(l, "SQL files", rules, 2, probe_sql_dir);
 }
 
+/* Both rules are explicit: the setting is final, unusable or not. The one found is shown,
+ * and passed on, resolved, so that Python compares real paths with a real path. */
+static void find_data_dir(const struct paths_inputs *in, struct paths_lookup *l)
+{
+    const struct rule rules[] = {
+        {"--data-dir", in->flag_data_dir, 1, "not given"},
+        {"URO_REC_DATA_DIR", in->env_data_dir, 1, "not set"},
+    };
+    run_rules(l, "data dir", rules, 2, not_a_directory);
+    char real[PATH_MAX];
+    if (l->chosen >= 0 && realpath(l->tried[l->chosen].path, real))
+        snprintf(l->tried[l->chosen].path, sizeof(l->tried[0].path), "%s", real);
+}
+
+const char *paths_data_dir(const struct paths *p)
+{
+    const struct paths_lookup *l = &p->item[PATHS_DATA_DIR];
+    const struct paths_candidate *last = l->n ? &l->tried[l->n - 1] : NULL;
+    return last && last->path[0] ? last->path : NULL;
+}
+
 void paths_resolve(const struct paths_inputs *in, struct paths *out)
 {
     snprintf(out->exe_dir, sizeof(out->exe_dir), "%s", in->exe_dir ? in->exe_dir : "");
@@ -165,6 +186,7 @@ void paths_resolve(const struct paths_inputs *in, struct paths *out)
     find_python_dir(in, &out->item[PATHS_PYTHON_DIR]);
     find_venv(in, &out->item[PATHS_VENV]);
     find_sql_dir(paths_get(out, PATHS_PYTHON_DIR), &out->item[PATHS_SQL_DIR]);
+    find_data_dir(in, &out->item[PATHS_DATA_DIR]);
 }
 
 const char *paths_get(const struct paths *p, enum paths_item item)
@@ -174,14 +196,16 @@ const char *paths_get(const struct paths *p, enum paths_item item)
 }
 
 void paths_inputs_from_process(struct paths_inputs *in, const char *flag_python_dir,
-                               const char *flag_venv)
+                               const char *flag_venv, const char *flag_data_dir)
 {
     static char exe_dir[PATH_MAX], cache_home[PATH_MAX];
     memset(in, 0, sizeof(*in));
     in->flag_python_dir = flag_python_dir;
     in->flag_venv = flag_venv;
+    in->flag_data_dir = flag_data_dir;
     in->env_python_dir = getenv("URO_REC_PYTHON_DIR");
     in->env_venv = getenv("URO_REC_VENV");
+    in->env_data_dir = getenv("URO_REC_DATA_DIR");
     in->venv_hash = URO_REC_VENV_HASH;
 
     /* The kernel's answer: symlinks to the executable resolved, wherever it was moved. */
@@ -233,8 +257,15 @@ void paths_print(const struct paths *p, int fd)
     for (int item = 0; item < PATHS_N; item++) {
         const struct paths_lookup *l = &p->item[item];
         const char *chosen = paths_get(p, (enum paths_item)item);
+        if (item == PATHS_DATA_DIR && !paths_data_dir(p)) {
+            dprintf(fd, "  %-11s not set: {csv, Path} may name any file the port can read "
+                        "(--data-dir > URO_REC_DATA_DIR)\n", l->what);
+            continue;
+        }
         if (chosen)
             dprintf(fd, "  %-11s %s   (by %s)\n", l->what, chosen, l->tried[l->chosen].rule);
+        else if (item == PATHS_DATA_DIR)
+            dprintf(fd, "  %-11s NOT USABLE: every {csv, Path} is refused\n", l->what);
         else
             dprintf(fd, "  %-11s NOT FOUND\n", l->what);
         for (int i = 0; i < l->n; i++) {

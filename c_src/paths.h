@@ -12,6 +12,8 @@
  *                > ${XDG_CACHE_HOME:-$HOME/.cache}/uro_recommender/venv-<hash>
  *   SQL files    <python_dir>/../sql > <python_dir>/../priv/sql   (python/uro_rec/schema.py
  *                applies the same rule for apply_schema; --check compares the two)
+ *   data dir     --data-dir > URO_REC_DATA_DIR > none: the directory {csv, Path} is confined
+ *                to (python/uro_rec/csv_reader.py); none means any file the port can read
  *
  * An explicit setting (flag or environment) is final: when it names something unusable the
  * lookup fails and says so, rather than quietly running on another virtualenv than the one
@@ -23,7 +25,7 @@
 #include <limits.h>
 #include <stddef.h>
 
-enum paths_item { PATHS_PYTHON_DIR, PATHS_VENV, PATHS_SQL_DIR, PATHS_N };
+enum paths_item { PATHS_PYTHON_DIR, PATHS_VENV, PATHS_SQL_DIR, PATHS_DATA_DIR, PATHS_N };
 
 #define PATHS_MAX_RULES 4
 
@@ -49,23 +51,28 @@ struct paths {
 /* What the lookup reads, injected so that tests can give their own. NULL or "" means not
  * given / not set / unknown. */
 struct paths_inputs {
-    const char *flag_python_dir, *flag_venv;
-    const char *env_python_dir, *env_venv;
+    const char *flag_python_dir, *flag_venv, *flag_data_dir;
+    const char *env_python_dir, *env_venv, *env_data_dir;
     const char *exe_dir;    /* the directory of the running executable */
     const char *cache_home; /* ${XDG_CACHE_HOME:-$HOME/.cache} */
     const char *venv_hash;  /* URO_REC_VENV_HASH */
 };
 
 /* Fills in from this process: the environment, /proc/self/exe's directory and the cache
- * directory (kept in static storage), plus the two flags given (NULL when absent). */
+ * directory (kept in static storage), plus the three flags given (NULL when absent). */
 void paths_inputs_from_process(struct paths_inputs *in, const char *flag_python_dir,
-                               const char *flag_venv);
+                               const char *flag_venv, const char *flag_data_dir);
 
-/* Runs the three lookups. Reads the file system (stat, access, realpath) and nothing else. */
+/* Runs the four lookups. Reads the file system (stat, access, realpath) and nothing else. */
 void paths_resolve(const struct paths_inputs *in, struct paths *out);
 
 /* The chosen path of an item, or NULL when its lookup failed. */
 const char *paths_get(const struct paths *p, enum paths_item item);
+
+/* The data directory {csv, Path} is confined to: the one found (symlinks and .. resolved),
+ * or, when the setting names something unusable, that setting as given (an explicit setting
+ * is final: Python then refuses every csv path, saying why); NULL when none was given. */
+const char *paths_data_dir(const struct paths *p);
 
 /* 0 when the python dir and the virtualenv were both found; else -1 and, in why, one line
  * for the error reply: what was tried and why each was passed over. */

@@ -7,13 +7,13 @@ import sys
 import time
 from importlib import metadata
 
-from . import db, registry, registry_store, schema, sources
+from . import db, limits, registry, registry_store, schema, sources
 from . import export as exporter
 from . import recommend as rec
 from .errors import BadArg
 from .options import (
-    boolean, check_id, check_id_list, check_known, choice, finite_float, model_name,
-    non_neg_int, normalize_opts, pos_int,
+    boolean, check_id, check_id_list, check_known, check_length, choice, finite_float,
+    model_name, non_neg_int, normalize_opts, pos_int,
 )
 from .port import A
 
@@ -61,6 +61,11 @@ def recommend_many(name, users, n, opts=None):
     users = check_id_list(users, where, "users")
     n = non_neg_int(n, where, "N")
     ro = rec.parse_opts(entry, opts, where)
+    reply_items = len(users) * min(n, entry.n_items)
+    if reply_items > limits.get("max_reply_items"):
+        raise BadArg(f"{where}: {len(users)} users x {min(n, entry.n_items)} items is more "
+                     f"than {limits.get('max_reply_items')} ids in one reply (the limit is "
+                     f"{limits.hint('max_reply_items')}); split the users")
     with rec.collector_paused():
         return dict(rec.recommend_many(entry, users, n, ro))
 
@@ -164,6 +169,9 @@ def export(name, opts=None):
                  if not (str(u) in seen or seen.add(str(u)))]
     n = pos_int(o.get("n", 10), where, "n")
     batch_size = pos_int(o.get("batch_size", 5000), where, "batch_size")
+    if batch_size > limits.get("max_reply_items"):  # a batch is built in memory, like a reply
+        raise BadArg(f"{where}: batch_size must be at most {limits.get('max_reply_items')} "
+                     f"rows (the limit is {limits.hint('max_reply_items')})")
     table = db.check_table(o.get("table", "uro_rec_recommendations"), where)
     return exporter.export(entry, users, n, table, batch_size, method, writers)
 
@@ -192,6 +200,7 @@ def _events(events, where):
     """Observed events as (user, item, label, time) rows; time defaults to now."""
     if not isinstance(events, list):
         raise BadArg(f"{where}: events must be a list of {{User, Item, Label, Time}}")
+    check_length(events, where, "events")
     rows = []
     now = time.time()
     for k, ev in enumerate(events):

@@ -9,6 +9,7 @@ assertions and TypeErrors deep in the stack).
 import math
 import re
 
+from . import limits
 from .errors import BadArg
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
@@ -92,7 +93,16 @@ def check_id(value, where, field):
 def check_id_list(values, where, field):
     if not isinstance(values, (list, tuple)):
         raise BadArg(f"{where}: {field} must be a list of ids, got {values!r}")
+    check_length(values, where, field)
     return [check_id(v, where, f"{field} element") for v in values]
+
+
+def check_length(values, where, field):
+    """A list argument holds at most ``max_list`` elements (:mod:`uro_rec.limits`)."""
+    bound = limits.get("max_list")
+    if len(values) > bound:
+        raise BadArg(f"{where}: {field} has {len(values)} elements, more than {bound} (the "
+                     f"limit is {limits.hint('max_list')}); split the call")
 
 
 def non_neg_int(value, where, field):

@@ -12,13 +12,12 @@ not (pandas would otherwise turn bignums into floats and lose digits). Mixing
 integer and string ids in one column is refused: libreco sorts the unique ids,
 which fails on mixed types, and the caller almost surely has a bug.
 """
-import csv
-import os
+import re
 
 import numpy as np
 import pandas as pd
 
-from . import db
+from . import csv_reader, db, limits
 from .errors import BadArg
 from .options import check_id, finite_float
 
@@ -71,6 +70,9 @@ def from_rows(rows, where="data"):
         raise BadArg(f"{where}: rows must be a list of tuples, got {_short(rows)}")
     if not rows:
         raise BadArg(f"{where}: rows is empty")
+    if len(rows) > limits.get("max_rows"):
+        raise BadArg(f"{where}: more than {limits.get('max_rows')} rows (the limit is "
+                     f"{limits.hint('max_rows')})")
     users, items, labels, times = [], [], [], []
     width = None
     for i, row in enumerate(rows):
@@ -102,57 +104,11 @@ def _frame(users, items, labels, times, where):
     return pd.DataFrame(cols)
 
 
-def _parse_id(text):
-    """CSV ids: an integer if the field is one written canonically ("7", "-7"), else the
-    string itself, so "007" and "7" stay two ids."""
-    t = text.strip()
-    if t.isascii() and t.lstrip("-").isdigit() and str(int(t)) == t:
-        return int(t)
-    return t
-
-
 def from_csv(path, where="data"):
-    if isinstance(path, bytes) or not isinstance(path, str):
-        raise BadArg(f"{where}: csv path must be a string, got {_short(path)}")
-    if not os.path.isfile(path):
-        raise BadArg(f"{where}: csv file {path} does not exist")
-    # csv module rather than pandas.read_csv: read_csv would parse large ids as
-    # float and mix types per chunk; here every field is decided on its own.
-    try:
-        return _read_csv(path, where)
-    except (UnicodeDecodeError, csv.Error, OSError) as e:
-        raise BadArg(f"{where}: csv {path} cannot be read: {e}") from None
-
-
-def _read_csv(path, where):
-    users, items, labels, times = [], [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if header[:3] != ["user", "item", "label"] or len(header) not in (3, 4) or (
-            len(header) == 4 and header[3] != "time"
-        ):
-            raise BadArg(
-                f"{where}: csv {path} must have header user,item,label[,time], "
-                f"got {','.join(header)}"
-            )
-        has_time = len(header) == 4
-        for lineno, row in enumerate(reader, start=2):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != len(header):
-                raise BadArg(f"{where}: csv {path} line {lineno} has {len(row)} fields")
-            try:
-                users.append(_parse_id(row[0]))
-                items.append(_parse_id(row[1]))
-                labels.append(float(row[2]))
-                if has_time:
-                    times.append(float(row[3]))
-            except ValueError:
-                raise BadArg(f"{where}: csv {path} line {lineno}: bad number in {row!r}") from None
-    if not users:
-        raise BadArg(f"{where}: csv {path} has no rows")
-    return _frame(users, items, labels, times if has_time else None, where)
+    """``{csv, Path}``: read by :mod:`uro_rec.csv_reader` (bounded, confined to the data
+    directory, errors that never quote the file)."""
+    users, items, labels, times = csv_reader.read(path, where)
+    return _frame(users, items, labels, times, where)
 
 
 def _sql_params(params, where):
@@ -172,6 +128,22 @@ def _sql_column(kind, data, rows):
     return np.frombuffer(data, dtype=dtype, count=rows)
 
 
+_QUERY_START = re.compile(r"(\s+|--[^\n]*(\n|$)|/\*.*?\*/|\()*(select|with|values|table)\b",
+                          re.IGNORECASE | re.DOTALL)
+
+
+def row_capped(query, max_rows):
+    """The query with at most ``max_rows + 1`` rows, so a result one row over the bound is
+    seen (and refused) without reading the rest: a query (SELECT, WITH, VALUES, TABLE) is
+    wrapped in ``SELECT * FROM (...) LIMIT``, which streams and keeps its columns. Any other
+    statement runs as it is (DDL then answers 42809, as before) and is checked after."""
+    if not _QUERY_START.match(query):
+        return query
+    body = query.rstrip().rstrip(";").rstrip()
+    # The line breaks: a trailing "-- comment" must not swallow the closing parenthesis.
+    return f"SELECT * FROM (\n{body}\n) AS uro_rec_source LIMIT {max_rows + 1}"
+
+
 def from_sql(query, params, where="data"):
     """``{sql, Query, Params}`` -> DataFrame ``user, item, label[, time]``.
 
@@ -180,8 +152,12 @@ def from_sql(query, params, where="data"):
     if not isinstance(query, str) or not query.strip():
         raise BadArg(f"{where}: SQL query must be a non-empty binary")
     params = _sql_params(params, where)
-    result = db.columns(query, params)
+    max_rows = limits.get("max_rows")
+    result = db.columns(row_capped(query, max_rows), params)
     names, cols, rows = result["names"], result["columns"], result["rows"]
+    if rows > max_rows:
+        raise BadArg(f"{where}: the query returned more than {max_rows} rows (the limit is "
+                     f"{limits.hint('max_rows')}); nothing was loaded")
     if len(cols) < 3:
         raise BadArg(f"{where}: the query must return user, item, label[, time] columns, "
                      f"got {names}")

@@ -7,7 +7,8 @@
  *   T/cache/uro_recommender/venv-abc   the developer cache
  *   T/other/python/uro_rec, T/other/venv   what a flag or the environment names
  *
- * The order (flag > env > exe-relative > cache), an explicit setting being final, the reasons
+ * The order (flag > env > exe-relative > cache), an explicit setting being final, the data dir
+ * (flag > env > none, resolved), the reasons
  * given for what was passed over, and the failure text a call then answers with. The whole
  * path, a moved tree with the checkout and the cache hidden, is test/relocate.sh's.
  */
@@ -209,6 +210,45 @@ static void test_nothing_found_explains_every_rule(void **state)
     assert_int_equal(strlen(small), sizeof(small) - 1);
 }
 
+/* The data dir: flag > env > none; the one found resolved (symlinks, ..); an unusable explicit
+ * setting is still passed on (Python then refuses every csv path), and none means none. */
+static void test_data_dir(void **state)
+{
+    (void)state;
+    struct paths_inputs in = inputs("inst");
+    paths_resolve(&in, &found);
+    assert_null(paths_data_dir(&found));
+    assert_null(paths_get(&found, PATHS_DATA_DIR));
+
+    assert_int_equal(symlink(at("other"), at("data-link")), 0);
+    in.env_data_dir = at("inst");
+    in.flag_data_dir = at("data-link/python/..");
+    paths_resolve(&in, &found);
+    assert_int_equal(found.item[PATHS_DATA_DIR].chosen, 0);
+    char real[PATH_MAX];
+    assert_non_null(realpath(at("other"), real));
+    assert_string_equal(paths_data_dir(&found), real);
+
+    in.flag_data_dir = NULL;
+    in.env_data_dir = at("nowhere");
+    paths_resolve(&in, &found);
+    assert_null(paths_get(&found, PATHS_DATA_DIR));
+    assert_string_equal(paths_data_dir(&found), at("nowhere"));
+    assert_string_equal(found.item[PATHS_DATA_DIR].tried[1].why_not, "no such directory");
+
+    /* --paths says what is in force */
+    char out[] = "/tmp/uro_test_paths_print.XXXXXX";
+    int fd = mkstemp(out);
+    assert_true(fd >= 0);
+    paths_print(&found, fd);
+    char text[8192] = {0};
+    assert_true(pread(fd, text, sizeof(text) - 1, 0) > 0);
+    close(fd);
+    unlink(out);
+    assert_non_null(strstr(text, "data dir    NOT USABLE: every {csv, Path} is refused"));
+    assert_non_null(strstr(text, "URO_REC_DATA_DIR"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -219,6 +259,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_explicit_setting_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_venv_without_interpreter_is_passed_over, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_found_explains_every_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_dir, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
