@@ -21,6 +21,7 @@
 -mode(compile).
 
 -define(TIMEOUT, 600000).
+-define(MODEL_KEY, "db-test-model-key-0123456789abcdef0123456789abcdef").
 
 main([Exe]) ->
     Suffix = integer_to_list(erlang:unique_integer([positive]) rem 100000) ++ "_" ++ os:getpid(),
@@ -29,6 +30,11 @@ main([Exe]) ->
                  S -> S
              end,
     {Host, Port, User} = conn_parts(Server),
+    %% Every port of the run shares this model key (published versions must be signed);
+    %% case 5b starts ports with other keys and none.
+    os:putenv("URO_REC_MODEL_KEY", ?MODEL_KEY),
+    os:unsetenv("URO_REC_MODEL_KEY_FILE"),
+    os:unsetenv("URO_REC_ALLOW_UNSIGNED_MODELS"),
     Tmp = filename:join("/tmp", "uro_db_test_" ++ Suffix),
     Ctx = #{exe => filename:absname(Exe), suffix => Suffix, server => Server, tmp => Tmp,
             host => Host, port => Port, user => User,
@@ -46,12 +52,14 @@ main([Exe]) ->
              {"1b train from SQL: TEXT ids", fun case_text/1},
              {"1c train from SQL: INT8 ids above 2^62", fun case_int8/1},
              {"1d train from SQL: NULL label is refused, nothing loaded", fun case_null/1},
+             {"1e train from SQL: a result over --max-rows is refused", fun case_max_rows/1},
              {"2  export = recommend for every user; re-export replaces", fun case_export/1},
              {"2b export: ids with tab, newline, backslash, UTF-8; scores exact", fun case_export_text/1},
              {"6  observe appends to the table and filters the item", fun case_observe/1},
              {"4  connection loss mid-stream: error, port up, next call ok", fun case_conn_loss/1},
              {"4b server unreachable: 08001 at once, port up", fun case_unreachable/1},
              {"5  registry: publish in port A, load from database in port B", fun case_registry/1},
+             {"5b registry trust: tampered chunk/row, another key, unsigned", fun case_registry_trust/1},
              {"3  export retries real serialization failures (SERIALIZABLE)", fun case_retry/1},
              {"7  failing export, odd sources: errors, never a hang", fun case_failures/1}],
     Results = [run_case(Name, Fun, Ctx1) || {Name, Fun} <- Cases],
@@ -145,6 +153,23 @@ case_uuid(#{t := T} = Ctx) ->
                  als_spec({sql, bin(["SELECT user_id, item_id, label FROM ", Inter,
                                      " WHERE user_id = $1::UUID"]), [bin(UserId)]})}),
     io_lib:format("~b users, e.g. ~s", [length(UserIds), hd(Recs)]).
+
+%% The row bound (python/uro_rec/limits.py): a query is wrapped in a LIMIT of one row more, so
+%% a result over it is refused after max + 1 rows whatever its size; leading comments, a CTE,
+%% a trailing semicolon and comment survive the wrapping.
+case_max_rows(#{t := T} = Ctx) ->
+    P = start_port(Ctx, "test", "max_rows", ["--max-rows", "100"], []),
+    Q = fun(N) -> bin(["-- a comment\nWITH g AS (SELECT x FROM generate_series(1, ", integer_to_list(N),
+                       ") x) SELECT x % 10, x % 7, 1.0::FLOAT8 FROM g; -- and another"]) end,
+    try
+        {ok, #{n_interactions := 100}} = call(P, {train, bin(T("m_rows")), als_spec({sql, Q(100), []})}),
+        {error, {badarg, M}} = call(P, {train, bin(T("m_rows")), als_spec({sql, Q(1000000), []})}),
+        {match, _} = re:run(M, "more than 100 rows .*--max-rows"),
+        {error, {badarg, _}} = call(P, {train, bin(T("m_rows")), als_spec({rows, [{1, 2, 1.0} || _ <- lists:seq(1, 101)]})}),
+        "100 rows train; 10^6 refused after 101"
+    after
+        stop_port(P)
+    end.
 
 case_text(#{t := T} = Ctx) ->
     Inter = T("uro_t_text_inter"),
@@ -489,6 +514,78 @@ case_registry(#{t := T} = Ctx) ->
         stop_port(B)
     end.
 
+%% Who may ship a model (python/uro_rec/signing.py): a version is loaded from the database only
+%% when its signature verifies under a key the loading port holds. Port A (the run's key)
+%% publishes; B holds the same key through --model-key-file; D signs with another key; F has
+%% the run's key and allows unsigned models; G has no key and no allowance.
+case_registry_trust(#{t := T, tmp := Tmp} = Ctx) ->
+    A = maps:get(main, Ctx),
+    Rows = [{U, I, 1.0} || U <- lists:seq(1, 60), I <- lists:seq(1, 25), (U * 3 + I) rem 4 =:= 0],
+    Name = bin(T("m_trust")), Other = bin(T("m_trust_other")), Bare = bin(T("m_trust_bare")),
+    [begin {ok, _} = call(A, {train, N, als_spec({rows, Rows})}), {ok, _} = call(A, {publish, N}) end
+     || N <- [Name, Bare]],
+    KeyFile = filename:join(Tmp, "model.key"),
+    ok = file:write_file(KeyFile, ["# the run's key\n", ?MODEL_KEY, "\n"]),
+    B = start_port(Ctx, "test", "trust_b", ["--model-key-file", KeyFile], [{"URO_REC_MODEL_KEY", false}]),
+    D = start_port(Ctx, "test", "trust_d", [], [{"URO_REC_MODEL_KEY", "another-key-0123456789abcdef0123456789abcdef"}]),
+    F = start_port(Ctx, "test", "trust_f", ["--allow-unsigned-models"], []),
+    G = start_port(Ctx, "test", "trust_g", [], [{"URO_REC_MODEL_KEY", false}]),
+    Load = fun(P, N) -> call(P, {load, N, #{from => database}}) end,
+    Where = [" WHERE name = '", Name, "' AND version = 1"],
+    try
+        {ok, #{version := 1}} = Load(B, Name),
+        %% a tampered chunk: the stored sha256 no longer matches
+        {ok, _} = psql(Ctx, "test", ["UPDATE uro_rec_model_chunks SET data = set_byte(data, 199, "
+                                     "255 - get_byte(data, 199))", Where,
+                                     " AND path = 'serving.npz' AND chunk = 0"]),
+        {error, {internal, <<"registry: checksum mismatch", _/binary>>}} = Load(F, Name),
+        %% ... and with the metadata row's sha256 made to match the tampered files: only the
+        %% signature shows it, before the files reach the model directory (where B's good copy
+        %% of version 1 stays)
+        ok = match_checksum(Ctx, Where),
+        [begin
+             {error, {untrusted_model, M1}} = Load(P, Name),
+             {match, _} = re:run(M1, "'serving.npz' does not match its signed sha256")
+         end || P <- [B, F]],
+        [] = filelib:wildcard(binary_to_list(Name) ++ "/.fetch-*", maps:get(model_dir, B)),
+        {ok, #{version := 1}} = call(B, {load, Name}),
+        %% a version signed with a key B does not hold
+        {ok, _} = call(D, {train, Other, als_spec({rows, Rows})}),
+        {ok, _} = call(D, {publish, Other}),
+        {error, {untrusted_model, M2}} = Load(B, Other),
+        {match, _} = re:run(M2, "not among the verification keys"),
+        %% an unsigned version (its signature's rows removed, the sha256 made to match):
+        %% refused where a key is set, loaded where unsigned models are allowed
+        WhereBare = [" WHERE name = '", Bare, "' AND version = 1"],
+        {ok, _} = psql(Ctx, "test", ["DELETE FROM uro_rec_model_chunks", WhereBare,
+                                     " AND path = 'uro_sig.json'"]),
+        ok = match_checksum(Ctx, WhereBare),
+        {error, {untrusted_model, M3}} = Load(B, Bare),
+        {match, _} = re:run(M3, "not signed"),
+        {ok, #{version := 1}} = Load(F, Bare),
+        {ok, Recs} = call(A, {recommend, Bare, 1, 5, #{}}),
+        {ok, Recs} = call(F, {recommend, Bare, 1, 5, #{}}),
+        %% no key and no allowance: nothing is fetched
+        {error, {untrusted_model, M4}} = Load(G, Bare),
+        {match, _} = re:run(M4, "no model key is configured"),
+        {ok, pong} = call(G, ping),
+        "tampered chunk: checksum; chunk and row: signature; other key, unsigned refused; "
+        "unsigned allowed when configured"
+    after
+        [stop_port(P) || P <- [B, D, F, G]]
+    end.
+
+%% What someone who can write the registry but holds no key can do: make the metadata row's
+%% sha256 (registry_store.checksum: each file's path, a NUL and its bytes, in path order) agree
+%% with the chunks as they are now.
+match_checksum(Ctx, Where) ->
+    {ok, _} = psql(Ctx, "test", ["UPDATE uro_rec_models SET checksum = (SELECT encode(sha256("
+                                 "string_agg(CASE WHEN chunk = 0 THEN convert_to(path, 'UTF8') || "
+                                 "'\\x00'::BYTEA ELSE ''::BYTEA END || data, ''::BYTEA "
+                                 "ORDER BY path COLLATE \"C\", chunk)), 'hex') "
+                                 "FROM uro_rec_model_chunks", Where, ")", Where]),
+    ok.
+
 case_observe(#{t := T} = Ctx) ->
     Inter = T("uro_t_obs_inter"), Events = T("uro_t_obs_events"),
     {ok, _} = psql(Ctx, "test", [
@@ -689,14 +786,18 @@ collect(P, Acc) ->
 
 %% ---- the port -----------------------------------------------------------------------------------
 
-start_port(#{exe := Exe, tmp := Tmp, server := Server, suffix := Suffix}, Db, Tag) ->
+start_port(Ctx, Db, Tag) ->
+    start_port(Ctx, Db, Tag, [], []).
+
+%% Args: extra flags; Env: {Name, Value | false} for the port's environment.
+start_port(#{exe := Exe, tmp := Tmp, server := Server, suffix := Suffix}, Db, Tag, Args, Env) ->
     Dir = filename:join([Tmp, Tag, "models"]),
     ok = filelib:ensure_dir(filename:join(Dir, "x")),
     App = "uro_db_test_" ++ Tag ++ "_" ++ Suffix,
     Url = Server ++ "/" ++ Db ++ "?application_name=" ++ App,
     Port = open_port({spawn_executable, Exe},
-                     [binary, {packet, 4}, exit_status,
-                      {args, ["--model-dir", Dir, "--database-url", Url]}]),
+                     [binary, {packet, 4}, exit_status, {env, Env},
+                      {args, ["--model-dir", Dir, "--database-url", Url | Args]}]),
     P = #{port => Port, model_dir => Dir, app => App},
     {ok, pong} = call(P, ping),
     P.

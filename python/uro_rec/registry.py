@@ -9,7 +9,8 @@ model was trained with. A version is written to a hidden temp dir and renamed
 into place, so a crash never leaves a half-written version that ``latest`` picks.
 
 The copies of saved versions in the database (``publish``, ``load from => database``) are
-:mod:`uro_rec.registry_store`'s.
+:mod:`uro_rec.registry_store`'s. Versions are signed when saved and verified before they are
+read (:mod:`uro_rec.signing`: a saved model is code).
 """
 import json
 import os
@@ -21,7 +22,7 @@ import numpy as np
 from .entry import Entry
 from .errors import BadArg, UnknownModel, internal
 from .options import model_name
-from . import algorithms
+from . import algorithms, signing
 
 PREFIX = "model"
 META = "uro_meta.json"
@@ -123,6 +124,7 @@ def save(entry):
             meta["version"] = version
             with open(os.path.join(tmp, META), "w", encoding="utf-8") as f:
                 json.dump(meta, f)
+            signing.sign(tmp, entry.name, version)  # when a model key is set
             final = os.path.join(base, str(version))
             try:
                 os.rename(tmp, final)  # fails if another writer took the number
@@ -156,6 +158,10 @@ def load(name, version=None, path=None):
                 f"{', '.join(map(str, vs))}"
             )
         directory = os.path.join(model_dir(), name, str(version))
+    # Before a byte of the version is read: loading it may unpickle (signing's module doc).
+    what = f"load: {directory}" if path is not None else f"load: {name} version {version}"
+    signed_as = (None, None) if path is not None else (name, version)
+    signing.check(directory, what, *signed_as)
     try:
         with open(os.path.join(directory, META), encoding="utf-8") as f:
             meta = json.load(f)
@@ -164,7 +170,9 @@ def load(name, version=None, path=None):
         raise BadArg(f"load: {directory}/{META} is not a readable uro_rec model record: {e}") from None
     algorithms.resolve_name(algorithm, "load")
 
-    def load_libreco():
+    def load_libreco(later=True):
+        if later:  # the snapshot was served first: the files may have changed since
+            signing.check(directory, what, *signed_as)
         cls = algorithms.resolve(algorithm, "load")
         from libreco.data import DataInfo
 
@@ -185,7 +193,7 @@ def load(name, version=None, path=None):
                 {k: snap[k] for k in snap.files}, load_libreco,
                 version=meta.get("version"), path=directory)
     else:
-        model, data_info, graph = load_libreco()
+        model, data_info, graph = load_libreco(later=False)
         entry = Entry(
             name, algorithm, meta["task"], model, data_info, graph,
             meta["user_ids"], meta["item_ids"], version=meta.get("version"), path=directory,

@@ -3,7 +3,10 @@ uro_rec_model_chunks, so any port can load what another trained.
 
 ``publish`` copies a saved version's directory (see :mod:`uro_rec.registry` for its layout)
 into the tables; ``fetch`` writes it back under the model directory and verifies it. A
-version's checksum is sha256 over every file's relative path and bytes, in path order.
+version's checksum is sha256 over every file's relative path and bytes, in path order: it
+shows that a copy is complete, not who made it, since it sits in the same database. That is
+the signature's job (:mod:`uro_rec.signing`): ``publish`` ships only signed versions and
+``fetch`` verifies the signature before the files are renamed into the model directory.
 """
 import hashlib
 import json
@@ -11,25 +14,16 @@ import os
 import shutil
 import tempfile
 
-from . import db
+from . import db, signing
 from .errors import PortError, UnknownModel
 
 CHUNK_BYTES = 1 << 20
 
 
-def _files_of(directory):
-    out = []
-    for root, _dirs, files in os.walk(directory):
-        for f in files:
-            full = os.path.join(root, f)
-            out.append((os.path.relpath(full, directory), full))
-    return sorted(out)
-
-
 def checksum(directory):
     """sha256 over every file's relative path and bytes, in path order."""
     h = hashlib.sha256()
-    for rel, full in _files_of(directory):
+    for rel, full in signing.files_of(directory):
         h.update(rel.encode() + b"\0")
         with open(full, "rb") as f:
             for block in iter(lambda: f.read(CHUNK_BYTES), b""):
@@ -43,7 +37,7 @@ def _store_chunks(name, version, directory):
     pending, pending_bytes = [], 0
     insert = ("INSERT INTO uro_rec_model_chunks (name, version, path, chunk, data) "
               "VALUES ($1, $2, $3, $4, $5)")
-    for rel, full in _files_of(directory):
+    for rel, full in signing.files_of(directory):
         with open(full, "rb") as f:
             for i, block in enumerate(iter(lambda: f.read(CHUNK_BYTES), b"")):
                 pending.append((insert, [name, version, rel, i, block]))
@@ -61,6 +55,7 @@ def publish(entry):
     """Stores the saved version of ``entry``: chunks first, then the metadata row, so a
     reader never finds a version whose files are incomplete. Returns (checksum, bytes)."""
     name, version = entry.name, entry.version
+    signing.check(entry.path, f"publish: {name} version {version}", name, version, "publish")
     # Re-publishing a version: its metadata row goes with its old chunks, in one
     # transaction, so no reader ever sees metadata over half-replaced files.
     db.transaction([
@@ -104,6 +99,7 @@ def _write_chunks(name, version, tmp):
 def fetch(name, version, model_root):
     """Writes version ``version`` (None: the newest) of ``name`` under
     ``model_root/name/version`` and verifies its checksum. Returns (version, path)."""
+    signing.check_fetchable(f"load: {name} from the database")
     rows = [r for r in versions(name) if version is None or r[1] == version]
     if not rows:
         raise UnknownModel(name)
@@ -120,6 +116,9 @@ def fetch(name, version, model_root):
         if got != digest:
             raise PortError(f"registry: checksum mismatch for {name} version {version}: "
                             f"stored {digest}, fetched {got}", kind="internal")
+        # The checksum shows the copy is whole; only the signature shows who made it.
+        signing.check(tmp, f"load: {name} version {version} from the database", name, version,
+                      "database")
         os.makedirs(os.path.dirname(final), exist_ok=True)
         if os.path.isdir(final):
             shutil.rmtree(final)

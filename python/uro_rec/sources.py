@@ -12,12 +12,10 @@ not (pandas would otherwise turn bignums into floats and lose digits). Mixing
 integer and string ids in one column is refused: libreco sorts the unique ids,
 which fails on mixed types, and the caller almost surely has a bug.
 """
-import re
-
 import numpy as np
 import pandas as pd
 
-from . import csv_reader, db, limits
+from . import csv_reader, db, limits, sql_text
 from .errors import BadArg
 from .options import check_id, finite_float
 
@@ -128,22 +126,6 @@ def _sql_column(kind, data, rows):
     return np.frombuffer(data, dtype=dtype, count=rows)
 
 
-_QUERY_START = re.compile(r"(\s+|--[^\n]*(\n|$)|/\*.*?\*/|\()*(select|with|values|table)\b",
-                          re.IGNORECASE | re.DOTALL)
-
-
-def row_capped(query, max_rows):
-    """The query with at most ``max_rows + 1`` rows, so a result one row over the bound is
-    seen (and refused) without reading the rest: a query (SELECT, WITH, VALUES, TABLE) is
-    wrapped in ``SELECT * FROM (...) LIMIT``, which streams and keeps its columns. Any other
-    statement runs as it is (DDL then answers 42809, as before) and is checked after."""
-    if not _QUERY_START.match(query):
-        return query
-    body = query.rstrip().rstrip(";").rstrip()
-    # The line breaks: a trailing "-- comment" must not swallow the closing parenthesis.
-    return f"SELECT * FROM (\n{body}\n) AS uro_rec_source LIMIT {max_rows + 1}"
-
-
 def from_sql(query, params, where="data"):
     """``{sql, Query, Params}`` -> DataFrame ``user, item, label[, time]``.
 
@@ -153,7 +135,7 @@ def from_sql(query, params, where="data"):
         raise BadArg(f"{where}: SQL query must be a non-empty binary")
     params = _sql_params(params, where)
     max_rows = limits.get("max_rows")
-    result = db.columns(row_capped(query, max_rows), params)
+    result = db.columns(sql_text.row_capped(query, max_rows), params)
     names, cols, rows = result["names"], result["columns"], result["rows"]
     if rows > max_rows:
         raise BadArg(f"{where}: the query returned more than {max_rows} rows (the limit is "

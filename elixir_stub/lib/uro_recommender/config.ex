@@ -30,6 +30,15 @@ defmodule UroRecommender.Config do
       {:backoff, {1_000, 60_000},
        "`{first_ms, max_ms}`: a slot that fails waits `first_ms`, doubling up to `max_ms`"},
     max_frame: {:pos_integer, "the port's default (64 MiB)", "request frame limit in bytes"},
+    data_dir:
+      {:path, "none: `{csv, Path}` may name any file the port can read",
+       "`{csv, Path}` sources are confined to this directory (`--data-dir`)"},
+    model_key_file:
+      {:path, "none: the port's `URO_REC_MODEL_KEY`, if set",
+       "the keys that sign and verify saved models, one per line, the first signing " <>
+         "(`--model-key-file`; docs/OPERATIONS.md)"},
+    allow_unsigned_models:
+      {:boolean, false, "load model versions that carry no signature (`--allow-unsigned-models`)"},
     env: {:env, [], "extra environment for the port process, `[{name, value}]`"},
     args: {:args, [], "extra command-line arguments for the port"},
     record:
@@ -51,7 +60,7 @@ defmodule UroRecommender.Config do
   message naming it, instead of a pool of another size:
 
       iex> UroRecommender.Config.validate!(pool_sise: 7)
-      ** (ArgumentError) unknown options [:pool_sise], valid options are: [:name, :port_path, :python_dir, :venv, :model_dir, :database_url, :pool_size, :timeout, :train_timeout, :grace, :ready_timeout, :backoff, :max_frame, :env, :args, :record, :send_timeout_ms]
+      ** (ArgumentError) unknown options [:pool_sise], valid options are: [:name, :port_path, :python_dir, :venv, :model_dir, :database_url, :pool_size, :timeout, :train_timeout, :grace, :ready_timeout, :backoff, :max_frame, :data_dir, :model_key_file, :allow_unsigned_models, :env, :args, :record, :send_timeout_ms]
 
       iex> UroRecommender.Config.validate!(pool_size: 0)
       ** (ArgumentError) invalid value for :pool_size option: expected positive integer, got: 0

@@ -64,8 +64,9 @@ defmodule UroRecommender.Port do
 
   ## Options (`start_link/1`)
 
-    * `:port_path`, `:model_dir`, `:python_dir`, `:venv`, `:max_frame`, `:database_url`,
-      `:env`, `:args`: how to start the OS process (`UroRecommender.PortProcess.open/1`)
+    * `:port_path`, `:model_dir`, `:python_dir`, `:venv`, `:max_frame`, `:data_dir`,
+      `:model_key_file`, `:allow_unsigned_models`, `:database_url`, `:env`, `:args`: how to
+      start the OS process (`UroRecommender.PortProcess.open/1`)
     * `:timeout` default per-call timeout (ms), `:grace` (ms), `:ready_timeout` (ms, default
       30 s), `:backoff` (`{first_ms, max_ms}`, default `{1_000, 60_000}`)
     * `:send_timeout_ms` (default `true`): put `timeout_ms` in the call options
@@ -100,7 +101,19 @@ defmodule UroRecommender.Port do
   @phase_codes %{degraded: 0, starting: 1, ready: 2}
   # A port that served this long before dying is restarted at once: a crash, not a crash loop.
   @stable_ms 5_000
-  @spawn_keys [:port_path, :model_dir, :python_dir, :venv, :max_frame, :database_url, :env, :args]
+  @spawn_keys [
+    :port_path,
+    :model_dir,
+    :python_dir,
+    :venv,
+    :max_frame,
+    :data_dir,
+    :model_key_file,
+    :allow_unsigned_models,
+    :database_url,
+    :env,
+    :args
+  ]
 
   defmodule Call do
     @moduledoc false

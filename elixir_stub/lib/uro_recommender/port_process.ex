@@ -38,8 +38,8 @@ defmodule UroRecommender.PortProcess do
   `:exit_status`): `{:ok, port, os_pid}`, where `os_pid` is `nil` when the process has already
   exited (its `:exit_status` message follows), or `{:error, failure}`.
 
-  Options: `:port_path`, `:model_dir`, `:max_frame`, `:python_dir`, `:venv`, `:args`,
-  `:database_url`, `:env`.
+  Options: `:port_path`, `:model_dir`, `:max_frame`, `:python_dir`, `:venv`, `:data_dir`,
+  `:model_key_file`, `:allow_unsigned_models`, `:args`, `:database_url`, `:env`.
   """
   @spec open(keyword()) :: {:ok, port(), non_neg_integer() | nil} | {:error, failure()}
   def open(opts) do
@@ -88,10 +88,20 @@ defmodule UroRecommender.PortProcess do
   end
 
   defp args(opts) do
-    flags = [model_dir: "--model-dir", python_dir: "--python-dir", venv: "--venv"]
+    flags = [
+      model_dir: "--model-dir",
+      python_dir: "--python-dir",
+      venv: "--venv",
+      data_dir: "--data-dir",
+      model_key_file: "--model-key-file"
+    ]
+
     paths = for {key, flag} <- flags, v = opts[key], do: [flag, to_string(v)]
     frame = if f = opts[:max_frame], do: [["--max-frame", Integer.to_string(f)]], else: []
-    List.flatten(paths ++ frame) ++ Enum.map(Keyword.get(opts, :args) || [], &to_string/1)
+    unsigned = if opts[:allow_unsigned_models], do: ["--allow-unsigned-models"], else: []
+
+    List.flatten(paths ++ frame ++ unsigned) ++
+      Enum.map(Keyword.get(opts, :args) || [], &to_string/1)
   end
 
   defp env(opts) do

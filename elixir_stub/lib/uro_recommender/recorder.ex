@@ -6,9 +6,15 @@ defmodule UroRecommender.Recorder do
       {call, Command, CallOpts, "Pattern"}.
 
   where `Pattern` is the reply (`{ok, Value}` or `{error, {Kind, Detail}}`, the
-  third element of the `{reply, Ref, Reply}` frame) printed with `~p`. Calls
+  third element of the `{reply, Ref, Reply}` frame) as Erlang term text. Calls
   that got no reply (client-side timeout, port exit) are written as `%` comments,
   which `file:consult/1` skips.
+
+  The file is UTF-8 whatever the terms hold (`file:consult/1` reads it so), and
+  lists are always written as lists: `~p` would print `[45, 57, 210]`, a list of
+  integer ids, as the string `"-9Ò"`, and a raw file would get that `Ò` as one
+  Latin-1 byte, which no UTF-8 reader accepts (issue 13). Binaries, atoms and
+  numbers are printed as `~tp` prints them (`<<"josé"/utf8>>`).
   """
 
   @volatile_keys [:seconds, :path, :pid, :uptime_ms, :traceback, :elapsed_ms]
@@ -42,15 +48,14 @@ defmodule UroRecommender.Recorder do
   def comment(nil, _command, _why), do: :ok
 
   def comment(io, command, why) do
-    text = :io_lib.format(~c"~1000000000tp", [command])
-    :ok = :file.write(io, ["% no reply (", why, "): ", text, "\n"])
+    :ok = :file.write(io, utf8(["% no reply (", why, "): ", term_text(command), "\n"]))
   end
 
   @doc """
-  The line for one call, as iodata: `:io_lib.format('~tp.~n', ...)` with a line
-  length wide enough that the whole term stays on one line.
+  The line for one call, as UTF-8 iodata: the term `{call, Command, CallOpts,
+  "Pattern"}` on one line, lists printed as lists.
 
-  The pattern is the reply printed with `~p`, with what cannot repeat on a
+  The pattern is the reply as term text, with what cannot repeat on a
   replay replaced by `_`: floats (training times, scores, metrics), and the
   values of the keys #{inspect(@volatile_keys)} (OS pids, clocks, paths under
   the model directory, tracebacks). Everything else (ids, items, counts,
@@ -59,8 +64,12 @@ defmodule UroRecommender.Recorder do
   """
   @spec line(term(), map(), term()) :: iodata()
   def line(command, call_opts, reply) do
-    :io_lib.format(~c"~1000000000tp.~n", [{:call, command, call_opts, pattern(command, reply)}])
+    pattern = :io_lib.write_string(pattern(command, reply))
+    utf8(["{call,", term_text(command), ",", term_text(call_opts), ",", pattern, "}.\n"])
   end
+
+  # Characters (code points, some above 255) to the UTF-8 bytes the file must hold.
+  defp utf8(chars), do: :unicode.characters_to_binary(chars)
 
   @doc """
   The replay pattern of a reply (a charlist), see `line/3`.
@@ -72,11 +81,35 @@ defmodule UroRecommender.Recorder do
   def pattern(:info, {:ok, _}), do: ~c"{ok,_}"
 
   def pattern(_command, reply) do
-    :io_lib.format(~c"~p", [wild(reply)])
+    term_text(wild(reply))
     |> :lists.flatten()
     |> :string.replace(~c"'$uro_any'", ~c"_", :all)
     |> :lists.flatten()
   end
+
+  # Erlang term text, as characters: `~tp` on one line, except that a list is always written
+  # as a list (see the module doc), in maps and tuples too.
+  defp term_text(l) when is_list(l), do: [?[, list_items(l), ?]]
+
+  defp term_text(t) when is_tuple(t),
+    do: [?{, comma(Enum.map(Tuple.to_list(t), &term_text/1)), ?}]
+
+  defp term_text(m) when is_map(m),
+    do: [
+      ?#,
+      ?{,
+      comma(for({k, v} <- Enum.sort(m), do: [term_text(k), ~c" => ", term_text(v)])),
+      ?}
+    ]
+
+  defp term_text(x), do: :io_lib.format(~c"~1000000000tp", [x])
+
+  defp list_items([]), do: []
+  defp list_items([h]), do: term_text(h)
+  defp list_items([h | t]) when is_list(t), do: [term_text(h), ?, | list_items(t)]
+  defp list_items([h | t]), do: [term_text(h), ?|, term_text(t)]
+
+  defp comma(items), do: Enum.intersperse(items, ?,)
 
   defp wild(f) when is_float(f), do: :"$uro_any"
   defp wild(l) when is_list(l), do: wild_list(l)

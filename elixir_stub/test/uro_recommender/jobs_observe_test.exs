@@ -15,6 +15,10 @@ defmodule UroRecommender.JobsObserveTest do
   @query "SELECT 'u' || (g % 40), 'i' || ((g * 7) % 30), 1.0::FLOAT8 FROM generate_series(1, 1200) g"
 
   setup_all do
+    # publish ships signed versions only: the ports get a model key through the option.
+    key_file = Path.join(tmp_dir("jobs_key"), "model.key")
+    File.write!(key_file, "# test key\n" <> String.duplicate("k3y", 16) <> "\n")
+
     start_supervised!(
       {UroRecommender,
        name: @pool,
@@ -22,7 +26,8 @@ defmodule UroRecommender.JobsObserveTest do
        model_dir: tmp_dir("jobs"),
        pool_size: 1,
        timeout: 120_000,
-       database_url: @db}
+       database_url: @db,
+       model_key_file: key_file}
     )
 
     assert {:ok, _files} = UroRecommender.apply_schema(pool: @pool)
