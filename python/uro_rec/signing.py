@@ -109,6 +109,16 @@ def keys():
     return k
 
 
+_NO_KEY = "no model key is configured (URO_REC_MODEL_KEY or URO_REC_MODEL_KEY_FILE)"
+
+
+def _configured(what):
+    k = keys()
+    if k.error:
+        raise Untrusted(f"{what}: {k.error}")
+    return k
+
+
 # ---- the manifest ----------------------------------------------------------------------------
 
 def files_of(directory):
@@ -187,16 +197,6 @@ def _verify(directory, m, k, what, name, version):
             raise Untrusted(f"{what}: {rel[:200]!r} is not in the signed manifest")
         if not hmac.compare_digest(str(signed[rel]), found[rel]):
             raise Untrusted(f"{what}: {rel[:200]!r} does not match its signed sha256")
-
-
-_NO_KEY = "no model key is configured (URO_REC_MODEL_KEY or URO_REC_MODEL_KEY_FILE)"
-
-
-def _configured(what):
-    k = keys()
-    if k.error:
-        raise Untrusted(f"{what}: {k.error}")
-    return k
 
 
 def check(directory, what, name=None, version=None, origin="disk"):
