@@ -225,7 +225,9 @@ defmodule UroRecommender do
   @doc """
   Stores the training port's version of a model in the database registry, so
   that any port can `load(name, from: :database)` it; runs on the training port.
-  Returns `%{name, version, checksum, bytes}`.
+  Returns `%{name, version, checksum, bytes}`. Only signed versions are published
+  and loaded: the pool needs a model key (`:model_key_file`, or `URO_REC_MODEL_KEY`
+  in `:env`), else `{:error, {:untrusted_model, message}}` (docs/OPERATIONS.md).
   """
   @spec publish(model(), keyword()) :: result(term())
   def publish(name, opts \\ []) do

@@ -27,7 +27,8 @@ BOUNDS = {
                  "elements of one list argument: observe events, recommend_many users, "
                  "predict items, exclude, export users"),
     "max_reply_items": ("URO_REC_MAX_REPLY_ITEMS", 1_000_000,
-                        "ids in one recommend_many reply: users x min(N, the model's items)"),
+                        "ids in one recommend_many reply (users x min(N, the model's "
+                        "items)), rows in one export batch"),
 }
 
 DATA_DIR_ENV = "URO_REC_DATA_DIR"

@@ -3,7 +3,9 @@
 A source is ``{rows, [{User, Item, Label} | {User, Item, Label, Time}, ...]}``,
 ``{csv, Path}`` (header ``user,item,label[,time]``) or ``{sql, Query, Params}`` (the
 first columns user, item, label[, time], streamed through the port's C database
-functions, see :mod:`uro_rec.db`). The tag may be an atom or a binary.
+functions, see :mod:`uro_rec.db`). The tag may be an atom or a binary. Every source holds at
+most ``max_rows`` rows (:mod:`uro_rec.limits`): a CSV file is read by
+:mod:`uro_rec.csv_reader`, an SQL query bounded by :mod:`uro_rec.sql_text`.
 
 Ids keep their type end to end: a model trained on integer ids answers with
 Python ints, one trained on strings with str. The frame therefore uses an int64
