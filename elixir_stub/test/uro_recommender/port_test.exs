@@ -66,6 +66,36 @@ defmodule UroRecommender.PortTest do
     assert Port.os_pid(small) == os_pid
   end
 
+  test "data_dir, model_key_file and allow_unsigned_models reach the port", %{dir: dir} do
+    start = fn id, opts ->
+      opts =
+        [port_path: port_path(), model_dir: tmp_dir("#{id}"), timeout: 60_000, id: id] ++ opts
+
+      start_supervised!({Port, opts}, id: id)
+    end
+
+    short_key = Path.join(tmp_dir("port_key"), "model.key")
+    File.write!(short_key, "too-short\n")
+    keyed = start.(:port_keyed, model_key_file: short_key)
+    strict = start.(:port_strict, [])
+    unsigned = start.(:port_unsigned, allow_unsigned_models: true)
+    confined = start.(:port_confined, data_dir: "/etc")
+
+    from_db = {:load, "tiny", %{from: :database}}
+    assert {:error, {:untrusted_model, msg}} = Port.call(keyed, from_db)
+    assert msg =~ "key 1 is shorter than 32 characters"
+    assert {:error, {:untrusted_model, msg}} = Port.call(strict, from_db)
+    assert msg =~ "no model key is configured"
+    # allowed past the signature check, on to the database (none here, or not this model)
+    assert {:error, {kind, _}} = Port.call(unsigned, from_db)
+    assert kind in [:database, :unknown_model]
+
+    assert {:ok, _} = Port.call(confined, {:load, "tiny", %{path: Path.join([dir, "tiny", "1"])}})
+    outside = {:evaluate, "tiny", {:csv, "../proc/self/environ"}}
+    assert {:error, {:badarg, msg}} = Port.call(confined, outside)
+    assert msg =~ "is outside the data directory /etc"
+  end
+
   test "many concurrent callers each get their own reply", %{port: port} do
     results =
       1..50
