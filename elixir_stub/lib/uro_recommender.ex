@@ -22,7 +22,8 @@ defmodule UroRecommender do
     * `{kind, detail}` from the port: `:badarg`, `:unknown_command`,
       `:unknown_model`, `:unsupported`, `:python` (detail
       `%{type:, message:, traceback:}`), `:database`, `:internal`, `:too_large`,
-      `:timeout` (the port interrupted the call);
+      `:timeout` (the port interrupted the call), `:untrusted_model` (a model version
+      whose signature is missing or wrong: docs/OPERATIONS.md);
     * `:unavailable`: no port can serve the call now (its slot is degraded: see
       `status/1`); answered at once;
     * `:not_started`: no pool of that name is running;
