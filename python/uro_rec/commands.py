@@ -159,15 +159,16 @@ def models(opts=None):
 
 
 def evaluate(name, source, opts=None):
-    from . import training
+    """``#{metrics, baseline, lift}``: see :mod:`uro_rec.evaluation`."""
+    from . import evaluation
 
     where = "evaluate"
     entry = registry.get(model_name(name, where))
     o = normalize_opts(opts, "evaluate: opts")
     check_known(o, ("metrics", "k"), where)
-    metrics, k = training.parse_metrics(entry.task, o, where)
+    metrics, k = evaluation.parse_metrics(entry.task, o, where)
     df = sources.load(source, "evaluate: data")
-    return training.evaluate_frame(entry, df, metrics, k, where)
+    return evaluation.evaluate_frame(entry, df, metrics, k, where)
 
 
 def export(name, opts=None):
