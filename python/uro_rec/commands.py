@@ -273,6 +273,6 @@ def observe(name, events, opts=None):
         if uid is not None:
             entry.consumed[uid] = np.union1d(entry.consumed[uid], arr)
         else:
-            entry.observed[user] = np.union1d(entry.observed.get(user, arr[:0]), arr)
+            entry.observe_unknown(user, inners)
     return {A("events"): len(rows), A("applied"): len(rows) - unknown_items,
             A("unknown_items"): unknown_items, A("stored"): stored}

@@ -147,8 +147,12 @@ class Entry:
             self.item_oov = np.asarray(vecs[1][self.n_items] if len(vecs[1]) > self.n_items
                                        else items.mean(axis=0), dtype=np.float64)
         # Items seen after training ({observe, ...}) by users the model does not know:
-        # user -> sorted inner ids. Known users' observations go into self.consumed.
+        # user -> sorted inner ids, and the same items in the order they were observed (a
+        # repeat moves to the end), the sequence models' and fold-in's input. Known users'
+        # observations go into self.consumed.
         self.observed = {}
+        self.observed_seq = {}
+        self._foldin_gram = None  # lazily: YᵀY of the item factors (uro_rec.foldin)
         self.metrics = {}
         self._params = None         # lazily: hyperparameters of a snapshot entry
         self._item_unit = None      # lazily: normalised item embeddings
@@ -191,6 +195,17 @@ class Entry:
             A("n_users"): self.n_users,
             A("n_items"): self.n_items,
         }
+
+    def observe_unknown(self, user, inners):
+        """Items (inner ids, in event order) observed for a user the model does not know."""
+        arr = np.asarray(inners, dtype=np.intp)
+        self.observed[user] = np.union1d(self.observed.get(user, arr[:0]), arr)
+        seq = self.observed_seq.get(user, [])
+        for i in inners:
+            if i in seq:
+                seq.remove(i)  # a repeat moves to the end: the latest visit counts
+            seq.append(i)
+        self.observed_seq[user] = seq
 
     # -- ids ----------------------------------------------------------------------
     def user_inner(self, user):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from . import neighbours
+from . import dynamic, neighbours
 from .errors import BadArg
 from .options import boolean, check_id_list, check_known, choice, normalize_opts
 
@@ -49,6 +49,8 @@ class RecOpts:
     cold_start: str = "popular"
     exclude: np.ndarray = None  # inner ids of excluded items
     scores: bool = False
+    seq: list = None         # inner item ids, oldest first (uro_rec.dynamic)
+    user_feats: dict = None  # feature name -> value (uro_rec.features)
 
 
 _DEFAULT_OPTS = RecOpts(exclude=_NO_ITEMS)
@@ -58,7 +60,7 @@ def parse_opts(entry, opts, where):
     if opts is None or (isinstance(opts, (dict, list)) and not opts):
         return _DEFAULT_OPTS  # the common call: nothing to check or build
     o = normalize_opts(opts, f"{where}: opts")
-    check_known(o, ("filter_consumed", "cold_start", "exclude", "scores"), where)
+    check_known(o, ("filter_consumed", "cold_start", "exclude", "scores", "seq"), where)
     exclude = check_id_list(o.get("exclude", []), where, "exclude")
     idx = [entry.item_index[i] for i in exclude if i in entry.item_index]
     idx = np.unique(np.asarray(idx, dtype=np.intp)) if idx else _NO_ITEMS
@@ -67,6 +69,7 @@ def parse_opts(entry, opts, where):
         cold_start=choice(o.get("cold_start", "popular"), ("popular", "average"), where, "cold_start"),
         exclude=idx,
         scores=boolean(o.get("scores", False), where, "scores"),
+        seq=dynamic.parse_seq(entry, o["seq"], where) if "seq" in o else None,
     )
 
 
@@ -82,9 +85,16 @@ def recommend(entry, user, n, ro):
     if n == 0:
         return []
     uid = entry.user_inner(user)
-    if uid is None:
-        # What an unknown user was observed consuming since training ({observe, ...}).
-        seen = entry.observed.get(user) if ro.filter_consumed else None
+    # What an unknown user was observed consuming since training ({observe, ...}).
+    observed = entry.observed.get(user) if uid is None else None
+    seen = observed if ro.filter_consumed else None
+    path = dynamic.how(entry, uid, observed, ro)
+    if path == "vector":  # from seq, user_feats or observed items: uro_rec.dynamic
+        ids, scores = _embed_top(entry, dynamic.user_vector(entry, uid, user, ro), uid, n, ro,
+                                 extra=seen)
+    elif path == "libreco":
+        ids, scores = _via_libreco(entry, uid, n, ro, user=user, seen=seen)
+    elif uid is None:
         if ro.cold_start == "average" and entry.kind == "embed":
             # libreco's 'average': the mean user embedding (row n_users).
             ids, scores = _embed_top(entry, _user_row(entry, None), None, n, ro, extra=seen)
@@ -269,24 +279,33 @@ def _popular(entry, n, ro, banned, taken=()):
     return ids, (entry.pop_score[ids] if ro.scores else None)
 
 
-def _via_libreco(entry, uid, n, ro):
+def _via_libreco(entry, uid, n, ro, user=None, seen=None):
+    """The model's own candidates for known user ``uid``, or, on a dynamic path (seq,
+    user_feats), for ``user`` known or not (``seen``: what an unknown one was observed
+    consuming)."""
     model = entry.model
+    who = entry.n_users if uid is None else uid  # libreco's padding id for an unknown user
     # Ask for enough to survive our filtering (libreco filters only the training data's
     # consumed items; we also drop excluded ones and those observed since); libreco
     # refuses n_rec > n_items.
-    observed = entry.consumed[uid].size - entry.trained_consumed[uid].size \
-        if ro.filter_consumed else 0
+    if uid is None:
+        banned = set(seen.tolist()) if seen is not None else set()
+        observed = len(banned)
+    else:
+        banned = set(entry.consumed[uid].tolist()) if ro.filter_consumed else set()
+        observed = entry.consumed[uid].size - entry.trained_consumed[uid].size \
+            if ro.filter_consumed else 0
     want = min(entry.n_items, n + int(ro.exclude.size) + observed)
     if entry.kind == "memory":  # never libreco's random fill: see uro_rec.neighbours
         got = neighbours.candidates(model, entry.algorithm, uid, want, ro.filter_consumed)
     else:
+        extra = dynamic.libreco_kwargs(entry, user, ro) if user is not None else {}
         with entry.graph_ctx():
             recs = model.recommend_user(
-                uid, want, cold_start="popular", inner_id=True,
-                filter_consumed=ro.filter_consumed, random_rec=False,
+                who, want, cold_start="popular", inner_id=True,
+                filter_consumed=ro.filter_consumed, random_rec=False, **extra,
             )
         got = next(iter(recs.values())) if recs else []
-    banned = set(entry.consumed[uid].tolist()) if ro.filter_consumed else set()
     banned.update(ro.exclude.tolist())
     ids, seen = [], set()
     for i in np.asarray(got).tolist():
@@ -299,7 +318,7 @@ def _via_libreco(entry, uid, n, ro):
     if len(ids) < n:  # memory-based models run out of neighbours: top up, in a fixed order
         more, _ = _popular(entry, n - len(ids), ro, banned, taken=seen)
         ids.extend(more)
-    scores = _libreco_predict(entry, uid, ids) if ro.scores else None
+    scores = _libreco_predict(entry, who, ids) if ro.scores else None
     return ids, scores
 
 
