@@ -110,7 +110,9 @@ defmodule UroRecommender do
   `spec` is the port's map: `%{algorithm: "ALS", data: {:rows, [{user, item,
   label}]} | {:csv, path}, task: "ranking" | "rating", params: %{...},
   fit: %{...}, eval: %{test_size:, metrics:, k:}, save: true}`. The reply:
-  `%{name, version, algorithm, n_users, n_items, n_interactions, seconds, metrics}`.
+  `%{name, version, algorithm, n_users, n_items, n_interactions, seconds, metrics,
+  baseline, lift}` (with `eval`, `metrics`, `baseline` and `lift` are what `evaluate/3`
+  answers for the held-out split).
   Options: `:pool`, `:timeout` (default the pool's `train_timeout`), `:events`.
   """
   @spec train(model(), map(), keyword()) :: result(map())
@@ -201,8 +203,11 @@ defmodule UroRecommender do
   defp with_slot({:error, _}, slot), do: %{slot: slot}
 
   @doc """
-  Metrics of a loaded model on `source` (`{:rows, rows}` | `{:csv, path}` | ...),
-  computed on the training port. Options: `metrics: [..]`, `k: n`.
+  Is the model worth serving? Its metrics on `source` (`{:rows, rows}` | `{:csv, path}` |
+  ...), computed on the training port, next to the most-popular baseline's on the same rows
+  and users: `%{metrics: %{metric => float}, baseline: %{metric => float}, lift: %{metric =>
+  float | nil}}`; a lift above 1.0 means better than recommending what is popular (see
+  docs/PROTOCOL.md). Options: `metrics: [..]`, `k: n`.
   """
   @spec evaluate(model(), term(), keyword()) :: result(map())
   def evaluate(name, source, opts \\ []) do

@@ -159,15 +159,16 @@ def models(opts=None):
 
 
 def evaluate(name, source, opts=None):
-    from . import training
+    """``#{metrics, baseline, lift}``: see :mod:`uro_rec.evaluation`."""
+    from . import evaluation
 
     where = "evaluate"
     entry = registry.get(model_name(name, where))
     o = normalize_opts(opts, "evaluate: opts")
     check_known(o, ("metrics", "k"), where)
-    metrics, k = training.parse_metrics(entry.task, o, where)
+    metrics, k = evaluation.parse_metrics(entry.task, o, where)
     df = sources.load(source, "evaluate: data")
-    return training.evaluate_frame(entry, df, metrics, k, where)
+    return evaluation.evaluate_frame(entry, df, metrics, k, where)
 
 
 def export(name, opts=None):
@@ -272,6 +273,6 @@ def observe(name, events, opts=None):
         if uid is not None:
             entry.consumed[uid] = np.union1d(entry.consumed[uid], arr)
         else:
-            entry.observed[user] = np.union1d(entry.observed.get(user, arr[:0]), arr)
+            entry.observe_unknown(user, inners)
     return {A("events"): len(rows), A("applied"): len(rows) - unknown_items,
             A("unknown_items"): unknown_items, A("stored"): stored}
