@@ -168,7 +168,7 @@ ifneq ($(strip $(MIX_APP_PATH)),)
 MIX_PRIV  := $(MIX_APP_PATH)/priv
 MIX_FILES := $(MIX_PRIV)/uro_recommender \
              $(patsubst python/%,$(MIX_PRIV)/python/%,$(wildcard python/uro_rec/*.py)) \
-             $(patsubst priv/%,$(MIX_PRIV)/%,$(wildcard priv/sql/*.sql)) \
+             $(patsubst priv/%,$(MIX_PRIV)/%,$(wildcard priv/sql/*.sql priv/sql/uro/*.sql)) \
              $(if $(PY_SHIP),$(MIX_PRIV)/lib/$(notdir $(PY_SHIP)))
 build: $(MIX_FILES)
 

@@ -158,11 +158,29 @@ defmodule UroRecommender do
     Pool.call(pool(call), command, call)
   end
 
-  @doc "Creates the database tables the port uses (`{apply_schema}`); runs on the training port."
-  @spec apply_schema(keyword()) :: result(term())
+  @doc """
+  Creates the database tables the port uses (`{apply_schema}`: `priv/sql/*.sql`); runs on the
+  training port. With `schema: :uro`, uro's interactions table (UUID ids, the user a foreign
+  key to `users`: `priv/sql/uro/*.sql`) is created first, so the generic one is not; the same
+  tables as the Ecto migration in `elixir_stub/priv/repo/migrations/`. Returns the files
+  applied.
+  """
+  @spec apply_schema(keyword()) :: result([String.t()])
   def apply_schema(opts \\ []) do
-    {call, _} = split(opts)
-    Pool.call_training(pool(call), :apply_schema, call)
+    {call, cmd} = split(opts)
+    pool = pool(call)
+
+    case Keyword.get(cmd, :schema, :generic) do
+      :generic ->
+        Pool.call_training(pool, :apply_schema, call)
+
+      :uro ->
+        dir = Path.join(List.to_string(:code.priv_dir(:uro_recommender)), "sql/uro")
+
+        with {:ok, uro} <- Pool.call_training(pool, {:apply_schema, dir}, call),
+             {:ok, rest} <- Pool.call_training(pool, :apply_schema, call),
+             do: {:ok, Enum.map(uro, &("uro/" <> &1)) ++ rest}
+    end
   end
 
   @doc """

@@ -276,3 +276,10 @@ def observe(name, events, opts=None):
             entry.observe_unknown(user, inners)
     return {A("events"): len(rows), A("applied"): len(rows) - unknown_items,
             A("unknown_items"): unknown_items, A("stored"): stored}
+
+
+# Commands whose work lives in modules of their own (docs/PROTOCOL.md, docs/URO.md): the C
+# table calls uro_rec.commands.<name>, so they are named here.
+from .cluster import lease, record_run, serve, served  # noqa: E402,F401
+from .holdout import compare, observe_source  # noqa: E402,F401
+from .interactions import forget_user, purge_forgotten, record_interactions  # noqa: E402,F401
