@@ -35,12 +35,20 @@ defmodule UroRecommender.Models do
   summed weight, and the first visit's time, which is what the held-out split orders by
   (each user's latest *discoveries* are held out, not a revisit of a world they knew):
 
-      iex> UroRecommender.Models.get!("worlds_you_may_like") |> UroRecommender.Models.sql() |> IO.puts()
       SELECT i.user_id, i.item_id, CAST(sum(i.label * 1.0) AS FLOAT8) AS label, min(i.created_at) AS t
       FROM uro_rec_interactions AS i JOIN maps AS c ON c.id = i.item_id
       WHERE i.item_kind = 'world' AND i.created_at > now() - INTERVAL '365 days' AND c.is_public
       GROUP BY i.user_id, i.item_id
-      :ok
+
+  With `half_life_days: 30` the label is `sum(i.label * exp(-ln 2 * age_seconds / 2592000))`.
+  `split/1` wraps it into the held-out split by time:
+
+      iex> config = UroRecommender.Models.get!("worlds_you_may_like", %{"worlds_you_may_like" => %{half_life_days: 30}})
+      iex> UroRecommender.Models.sql(config) =~ "exp(-0.6931471805599453 * CAST(extract(epoch FROM (now() - i.created_at)) AS FLOAT8) / 2592000.0)"
+      true
+      iex> {{:sql, train, []}, {:sql, held_out, []}} = UroRecommender.Models.split(config)
+      iex> {train =~ "WHERE NOT (uro_rec_pos <= 1 AND uro_rec_n >= 3)", held_out =~ "WHERE uro_rec_pos <= 1 AND uro_rec_n >= 3"}
+      {true, true}
   """
 
   @typedoc "A model configuration (see the moduledoc)."
@@ -136,7 +144,9 @@ defmodule UroRecommender.Models do
           "1.0"
 
         days ->
-          "exp(-0.6931471805599453 * CAST(extract(epoch FROM (now() - i.created_at)) AS FLOAT8) / #{days * 86_400.0})"
+          seconds = :erlang.float_to_binary(days * 86_400.0, decimals: 1)
+
+          "exp(-0.6931471805599453 * CAST(extract(epoch FROM (now() - i.created_at)) AS FLOAT8) / #{seconds})"
       end
 
     {join, public} =

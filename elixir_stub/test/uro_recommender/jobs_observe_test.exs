@@ -53,8 +53,12 @@ defmodule UroRecommender.JobsObserveTest do
     assert {:ok, %{"ok" => true, "result" => result} = ev} =
              Jobs.evaluate(name, {:sql, @query, []}, pool: @pool, metrics: [:precision], k: 5)
 
-    assert %{"metrics" => %{"precision" => p}, "baseline" => %{"precision" => b},
-             "lift" => %{"precision" => lift}} = result
+    assert %{
+             "metrics" => %{"precision" => p},
+             "baseline" => %{"precision" => b},
+             "lift" => %{"precision" => lift}
+           } = result
+
     assert is_float(p) and is_float(b)
     assert is_float(lift) or is_nil(lift)
     assert storable?(ev)

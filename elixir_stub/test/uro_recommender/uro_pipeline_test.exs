@@ -43,14 +43,16 @@ defmodule UroRecommender.UroPipelineTest do
     )
 
     # Cycles only when asked (run_now); a poll now and then.
-    start_supervised!(
-      {Scheduler,
-       name: @scheduler,
-       pool: @pool,
-       check_every: 3_600_000,
-       poll: 3_600_000,
-       lease: "uro_pipeline_test"}
-    )
+    start_supervised!({
+      Scheduler,
+      # Time-decayed weights on one model, so that their SQL runs on the server too.
+      name: @scheduler,
+      pool: @pool,
+      check_every: 3_600_000,
+      poll: 3_600_000,
+      lease: "uro_pipeline_test",
+      models: %{"avatars_like_this" => %{half_life_days: 30}}
+    })
 
     %{db: db, uro: uro, model_dir: model_dir}
   end
