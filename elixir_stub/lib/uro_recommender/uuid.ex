@@ -9,6 +9,8 @@ defmodule UroRecommender.UUID do
       {:ok, "0d7f5d8e-1b2c-4d3e-8f40-0123456789ab"}
       iex> UroRecommender.UUID.cast("not-a-uuid")
       :error
+      iex> UroRecommender.UUID.cast("0d7f5d8e-1b2c-4d3e-8f40-0123456789-b")
+      :error
       iex> UroRecommender.UUID.generate() |> UroRecommender.UUID.cast() |> elem(0)
       :ok
   """
@@ -16,21 +18,26 @@ defmodule UroRecommender.UUID do
   @doc "The canonical (lowercase) form of a UUID string, or `:error`."
   @spec cast(term()) :: {:ok, String.t()} | :error
   def cast(
-        <<a::binary-8, ?-, b::binary-4, ?-, c::binary-4, ?-, d::binary-4, ?-, e::binary-12>> = s
+        <<_::binary-8, ?-, _::binary-4, ?-, _::binary-4, ?-, _::binary-4, ?-, _::binary-12>> = s
       ) do
-    case hex(a <> b <> c <> d <> e, :lower) do
-      :lower -> {:ok, s}
-      :upper -> {:ok, String.downcase(s)}
-      :error -> :error
+    # One pass over the binary (a match context, no sub-binary): the pattern above put the
+    # four dashes in place; any other dash leaves fewer than 32 hex digits.
+    case hex(s, 0, :lower) do
+      {32, :lower} -> {:ok, s}
+      {32, :upper} -> {:ok, String.downcase(s)}
+      _ -> :error
     end
   end
 
   def cast(_), do: :error
 
-  defp hex(<<>>, seen), do: seen
-  defp hex(<<c, rest::binary>>, seen) when c in ?0..?9 or c in ?a..?f, do: hex(rest, seen)
-  defp hex(<<c, rest::binary>>, _seen) when c in ?A..?F, do: hex(rest, :upper)
-  defp hex(_, _), do: :error
+  defp hex(<<c, rest::binary>>, n, seen) when c in ?0..?9 or c in ?a..?f,
+    do: hex(rest, n + 1, seen)
+
+  defp hex(<<c, rest::binary>>, n, _seen) when c in ?A..?F, do: hex(rest, n + 1, :upper)
+  defp hex(<<?-, rest::binary>>, n, seen), do: hex(rest, n, seen)
+  defp hex(<<>>, n, seen), do: {n, seen}
+  defp hex(_, _n, _seen), do: {0, :error}
 
   @doc "A random (version 4) UUID."
   @spec generate() :: String.t()

@@ -46,23 +46,27 @@ defmodule UroRecommender.UroFixture do
   @doc "The server the tests use (`URO_REC_TEST_PG`, default the local one)."
   def server, do: System.get_env("URO_REC_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
-  @doc "Creates a database of its own; returns its URL."
-  def create_database(tag) do
+  @doc """
+  Creates a database of its own on the server of `base` (a URL whose database the new one's
+  `CREATE DATABASE` runs in; default the test server's `postgres`); returns the new one's URL
+  (`base` with its database replaced, query parameters kept).
+  """
+  def create_database(tag, base \\ server() <> "/postgres") do
     name = "uro_rec_#{tag}_#{System.unique_integer([:positive])}_#{System.pid()}"
-    psql!(server() <> "/postgres", "CREATE DATABASE #{name}")
-    server() <> "/" <> name
+    psql!(base, "CREATE DATABASE #{name}")
+    URI.to_string(%{URI.parse(base) | path: "/" <> name})
   end
 
-  @doc "Drops a database `create_database/1` made (its connections first)."
-  def drop_database(url) do
-    name = url |> String.split("/") |> List.last()
+  @doc "Drops a database `create_database/2` made (its connections first), from `base`."
+  def drop_database(url, base \\ server() <> "/postgres") do
+    name = String.trim_leading(URI.parse(url).path, "/")
 
     psql!(
-      server() <> "/postgres",
+      base,
       "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '#{name}'"
     )
 
-    psql!(server() <> "/postgres", "DROP DATABASE IF EXISTS #{name}")
+    psql!(base, "DROP DATABASE IF EXISTS #{name}")
   end
 
   @doc "Runs SQL with psql; the rows as lists of strings."
