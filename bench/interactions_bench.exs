@@ -36,6 +36,7 @@ defmodule Bench.Interactions do
       ids = List.to_tuple(ids)
       IO.puts("load: #{String.trim(elem(System.cmd("uptime", []), 0))}")
       latency(ids, div(calls, 4))
+      full(ids, div(calls, 4))
       throughput(ids, calls, callers)
       written(ids, calls)
     after
@@ -53,6 +54,12 @@ defmodule Bench.Interactions do
           {UroRecommender,
            name: @pool, port_path: port, model_dir: dir, pool_size: 1, database_url: db},
           {Interactions, name: @recorder, pool: @pool, observe: %{}, max_buffer: 1_000_000},
+          # A recorder whose database is gone (its pool never starts): full after 1000 rows.
+          Supervisor.child_spec(
+            {Interactions,
+             name: Bench.Stuck, pool: Bench.NoPool, observe: %{}, max_buffer: 1_000},
+            id: Bench.Stuck
+          ),
           Bench.Sink
         ],
         strategy: :one_for_one
@@ -88,6 +95,33 @@ defmodule Bench.Interactions do
     row("GenServer.cast (baseline)", base, base)
   end
 
+  # The same with a full buffer (the database is down): record/4 drops, and must not wait.
+  defp full(ids, n) do
+    stuck = fn {user, world} ->
+      Interactions.record(user, :world, world, 1.0, server: Bench.Stuck)
+    end
+
+    for i <- 1..1_000, do: :ok = stuck.(elem(ids, i))
+
+    samples =
+      for i <- 1..n do
+        pair = elem(ids, rem(i, tuple_size(ids)))
+        c = time(fn -> cast(pair) end)
+        {time(fn -> {:error, :full} = stuck.(pair) end), c}
+      end
+
+    {rec, base} = Enum.unzip(samples)
+    drain()
+
+    IO.puts(
+      "\n== caller latency with the buffer full (database down: every call dropped), #{n} calls (ns)"
+    )
+
+    row("record/4 -> {:error, :full}", rec, base)
+    row("GenServer.cast (baseline)", base, base)
+    IO.puts("  dropped and counted: #{Interactions.stats(Bench.Stuck).dropped}")
+  end
+
   defp time(fun) do
     t0 = System.monotonic_time(:nanosecond)
     fun.()
@@ -99,7 +133,7 @@ defmodule Bench.Interactions do
     b = Enum.sort(base)
 
     IO.puts(
-      "  #{String.pad_trailing(label, 26)} p50 #{pct(s, 50)}  p99 #{pct(s, 99)}  p99.9 #{pct(s, 99.9)}" <>
+      "  #{String.pad_trailing(label, 28)} p50 #{pct(s, 50)}  p99 #{pct(s, 99)}  p99.9 #{pct(s, 99.9)}" <>
         "   (p99 x#{Float.round(pct(s, 99) / max(pct(b, 99), 1), 2)} the baseline's)"
     )
   end
@@ -120,7 +154,7 @@ defmodule Bench.Interactions do
       rates = for {^label, r} <- results, do: r
 
       IO.puts(
-        "  #{String.pad_trailing(label, 26)} #{Enum.map_join(rates, "  ", &"#{round(&1)}/s")}"
+        "  #{String.pad_trailing(label, 28)} #{Enum.map_join(rates, "  ", &"#{round(&1)}/s")}"
       )
     end
 

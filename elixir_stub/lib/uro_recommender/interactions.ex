@@ -4,6 +4,9 @@ defmodule UroRecommender.Interactions do
     pool: {:atom, UroRecommender, "the pool whose serving ports write and apply the rows"},
     flush_ms: {:pos_integer, 1_000, "a flush at least this often while rows wait"},
     flush_rows: {:pos_integer, 500, "a flush as soon as this many rows wait"},
+    max_batch:
+      {:pos_integer, 5_000,
+       "rows in one flush at most (one INSERT); with more waiting, the next flush follows at once"},
     max_buffer:
       {:pos_integer, 10_000, "rows accepted and not yet written; past it, `record` drops"},
     table: {:string, "`\"uro_rec_interactions\"`", "the interactions table"},
@@ -206,6 +209,9 @@ defmodule UroRecommender.Interactions do
      %{
        opts: Map.new(opts),
        c: counters,
+       # Rows waiting: `ready` in the order recorded (the next flushes take from its head),
+       # `buffer` newest first (a cast prepends); `count` is both together.
+       ready: [],
        buffer: [],
        count: 0,
        inflight: nil,
@@ -229,9 +235,11 @@ defmodule UroRecommender.Interactions do
 
   def handle_call({:forget, user}, from, state) do
     user = canonical(user, state.opts.ids)
-    {kept, removed} = without_user(state.buffer, user)
+    {ready, removed_ready} = without_user(state.ready, user)
+    {buffer, removed_buffer} = without_user(state.buffer, user)
+    removed = removed_ready + removed_buffer
     :atomics.sub(state.c, @pending, removed)
-    state = %{state | buffer: kept, count: state.count - removed}
+    state = %{state | ready: ready, buffer: buffer, count: state.count - removed}
 
     if state.inflight,
       do: {:noreply, %{state | forgets: [{from, user, removed} | state.forgets]}},
@@ -274,10 +282,9 @@ defmodule UroRecommender.Interactions do
           []
       end
 
-    case rows ++ with_ids(Enum.reverse(state.buffer)) do
-      [] -> :ok
-      left -> write(left, state.opts)
-    end
+    (rows ++ with_ids(state.ready ++ Enum.reverse(state.buffer)))
+    |> Enum.chunk_every(state.opts.max_batch)
+    |> Enum.each(&write(&1, state.opts))
 
     :ok
   end
@@ -285,10 +292,16 @@ defmodule UroRecommender.Interactions do
   # ---- flushing -------------------------------------------------------------------------------
 
   defp start_flush(%{inflight: nil, count: n} = state) when n > 0 do
-    rows = with_ids(Enum.reverse(state.buffer))
+    state =
+      if state.ready == [],
+        do: %{state | ready: Enum.reverse(state.buffer), buffer: []},
+        else: state
+
+    {batch, ready} = Enum.split(state.ready, state.opts.max_batch)
+    rows = with_ids(batch)
     opts = state.opts
     {_pid, ref} = spawn_monitor(fn -> exit({:flushed, write(rows, opts)}) end)
-    %{state | buffer: [], count: 0, inflight: {ref, rows}}
+    %{state | ready: ready, count: n - length(rows), inflight: {ref, rows}}
   end
 
   defp start_flush(state), do: state
@@ -354,7 +367,7 @@ defmodule UroRecommender.Interactions do
       )
 
       # Back at the head of the buffer: the oldest rows are written first.
-      %{state | buffer: state.buffer ++ Enum.reverse(rows), count: state.count + length(rows)}
+      %{state | ready: rows ++ state.ready, count: state.count + length(rows)}
     else
       Logger.error(
         "uro_recommender: #{length(rows)} interactions refused, dropped: #{inspect(reason)}"
