@@ -69,10 +69,12 @@ defmodule UroRecommender.Scheduler do
   @doc """
   Runs a cycle now, on this node, if it can take the lease (whatever the interval), and
   returns its runs: `{:ok, [run]}` (see `UroRecommender.Pipeline`), `{:error, :busy}` while a
-  cycle runs here, `{:error, {:held_by, holder}}` while another node runs one.
+  cycle runs here, `{:error, {:held_by, holder}}` while another node runs one. Waits at most
+  `timeout` (default 6 hours: a cycle trains every model in turn, each bounded by the pool's
+  `train_timeout`); the cycle goes on if the caller stops waiting.
   """
   @spec run_now(GenServer.server(), timeout()) :: {:ok, [map()]} | {:error, term()}
-  def run_now(server \\ __MODULE__, timeout \\ :infinity),
+  def run_now(server \\ __MODULE__, timeout \\ :timer.hours(6)),
     do: GenServer.call(server, :run_now, timeout)
 
   @doc "Reads `uro_rec_served` now and loads what this node does not serve yet."
