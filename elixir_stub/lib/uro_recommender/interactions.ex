@@ -42,7 +42,8 @@ defmodule UroRecommender.Interactions do
       never blocks and never queues more.
     * **A flush fails** on a connection loss, a serialization failure past the port's retries,
       a port restart or a timeout: its rows go back to the head of the buffer and are sent
-      again at the next flush; each row carries a UUID chosen before the first attempt and the
+      again, after `flush_ms`, doubling to 30 s while flushes keep failing (one warning on the
+      first failure, then every tenth); each row carries a UUID chosen before the first attempt and the
       insert skips ids already there, so a retry never writes a row twice. A flush refused for
       any other reason (a table missing, a constraint) is dropped and counted in `rejected`,
       so one bad batch cannot stop the rows behind it.
@@ -215,6 +216,10 @@ defmodule UroRecommender.Interactions do
        buffer: [],
        count: 0,
        inflight: nil,
+       # Failed flushes in a row, and no flush before `paused_until` (monotonic ms): the
+       # next attempt waits flush_ms, doubling to 30 s, instead of retrying at once.
+       failures: 0,
+       paused_until: nil,
        forgets: [],
        waiters: []
      }}
@@ -292,6 +297,15 @@ defmodule UroRecommender.Interactions do
   # ---- flushing -------------------------------------------------------------------------------
 
   defp start_flush(%{inflight: nil, count: n} = state) when n > 0 do
+    # (Monotonic time may be negative: nil, not 0, means "not paused".)
+    if state.paused_until == nil or System.monotonic_time(:millisecond) >= state.paused_until,
+      do: send_batch(state),
+      else: state
+  end
+
+  defp start_flush(state), do: state
+
+  defp send_batch(%{count: n} = state) do
     state =
       if state.ready == [],
         do: %{state | ready: Enum.reverse(state.buffer), buffer: []},
@@ -303,8 +317,6 @@ defmodule UroRecommender.Interactions do
     {_pid, ref} = spawn_monitor(fn -> exit({:flushed, write(rows, opts)}) end)
     %{state | ready: ready, count: n - length(rows), inflight: {ref, rows}}
   end
-
-  defp start_flush(state), do: state
 
   # Rows get their UUID once, before their first attempt: a retry sends the same ids.
   defp with_ids(rows) do
@@ -355,16 +367,39 @@ defmodule UroRecommender.Interactions do
     :atomics.add(state.c, @written, w)
     :atomics.add(state.c, @skipped, s)
     :atomics.add(state.c, @flushes, 1)
-    state
+
+    if state.failures > 0,
+      do:
+        Logger.info(
+          "uro_recommender: interactions written again after #{state.failures} failed flushes"
+        )
+
+    %{state | failures: 0, paused_until: nil}
   end
 
   defp flushed(state, rows, {:error, reason}) do
     :atomics.add(state.c, @failed, 1)
+    failures = state.failures + 1
+
+    pause =
+      UroRecommender.Backoff.delay(
+        failures,
+        {state.opts.flush_ms, max(state.opts.flush_ms, 30_000)}
+      )
+
+    state = %{
+      state
+      | failures: failures,
+        paused_until: System.monotonic_time(:millisecond) + pause
+    }
 
     if retryable?(reason) do
-      Logger.warning(
-        "uro_recommender: #{length(rows)} interactions not written yet (#{inspect(reason)}); retrying"
-      )
+      if failures == 1 or rem(failures, 10) == 0 do
+        Logger.warning(
+          "uro_recommender: interactions not written yet (#{failures} failed flushes in a row, " <>
+            "#{state.count + length(rows)} rows waiting): #{inspect(reason)}; next attempt in #{pause} ms"
+        )
+      end
 
       # Back at the head of the buffer: the oldest rows are written first.
       %{state | ready: rows ++ state.ready, count: state.count + length(rows)}
