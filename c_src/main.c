@@ -28,15 +28,12 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define DEFAULT_MAX_FRAME (64u * 1024 * 1024)
 
 struct options {
     const char *venv;       /* --venv, NULL when not given (paths.c looks it up) */
@@ -49,19 +46,6 @@ struct options {
 
 static int signal_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_requested; /* frames already read are then not served */
-
-/* --help, --version and --check are for a person at a terminal, never for a port: they write
- * to fd 1 with write(2) directly. In port mode nothing but erlcmd_send writes there. */
-void say(const char *fmt, ...)
-{
-    char line[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (n > 0 && write(STDOUT_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
-        return;
-}
 
 static void usage(void)
 {

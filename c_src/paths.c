@@ -60,7 +60,7 @@ static const char *probe_venv(const char *dir)
     return why;
 }
 
-/* The same test as apply_schema's in python/uro_rec/db.py: a directory. */
+/* The same test as apply_schema's in python/uro_rec/schema.py: a directory. */
 static const char *probe_sql_dir(const char *dir)
 {
     return not_a_directory(dir);

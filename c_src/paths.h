@@ -10,7 +10,7 @@
  *   python dir   --python-dir > URO_REC_PYTHON_DIR > <exe_dir>/python > <exe_dir>/../python
  *   virtualenv   --venv > URO_REC_VENV > <exe_dir>/venv
  *                > ${XDG_CACHE_HOME:-$HOME/.cache}/uro_recommender/venv-<hash>
- *   SQL files    <python_dir>/../sql > <python_dir>/../priv/sql   (python/uro_rec/db.py
+ *   SQL files    <python_dir>/../sql > <python_dir>/../priv/sql   (python/uro_rec/schema.py
  *                applies the same rule for apply_schema; --check compares the two)
  *
  * An explicit setting (flag or environment) is final: when it names something unusable the

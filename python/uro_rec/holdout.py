@@ -26,9 +26,9 @@ def _saved(name, version, source):
     if version not in registry.versions(name):
         if source != "database":
             raise BadArg(f"compare: model {name} has no version {version} on disk")
-        from . import db
+        from . import registry_store
 
-        db.fetch(name, version, registry.model_dir())
+        registry_store.fetch(name, version, registry.model_dir())
     return registry.load(name, version)
 
 

@@ -24,7 +24,8 @@ is no assignment cast in PostgreSQL), and checks each one first so that one bad 
 """
 import uuid
 
-from .db import _array_literal, _number_literal, check_table, transaction
+from .db import check_table, transaction
+from .export import array_literal, number_literal
 from .errors import BadArg
 from .options import (
     check_id, check_known, choice, finite_float, normalize_opts, pos_int,
@@ -90,7 +91,7 @@ def record_interactions(rows, opts=None):
         f"WHERE NOT EXISTS (SELECT 1 FROM uro_rec_forgotten AS f "
         f"WHERE f.user_id = x.u AND f.forgotten_at >= {at}){alive} "
         f"ON CONFLICT (id) DO NOTHING")
-    params = [_array_literal(c) for c in cols[:4]] + [_number_literal(c) for c in cols[4:]]
+    params = [array_literal(c) for c in cols[:4]] + [number_literal(c) for c in cols[4:]]
     result = transaction([(query, params)])
     return {A("rows"): len(cols[0]), A("written"): result["affected"],
             A("skipped"): len(cols[0]) - result["affected"], A("retries"): result["retries"]}

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "request.h"
 #include "term.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
