@@ -4,7 +4,7 @@ makes one node the scheduler, the version of each model every node serves, the r
 CockroachDB has no advisory locks, so the lease is a row: ``lease`` takes it when it is free
 (expired) or renews it for its holder, in one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE``,
 which is atomic on both servers (PostgreSQL locks the conflicting row; CockroachDB runs it
-SERIALIZABLE and c_src/db.c retries a 40001). Every time is the server's ``now()``, so the
+SERIALIZABLE and c_src/db_execute.c retries a 40001). Every time is the server's ``now()``, so the
 nodes' clocks never have to agree. With ``every_ms`` the lease is only taken when the last
 holder finished (``release``) at least that long ago: that turns "one node at a time" into "one
 run per interval across the cluster", however many nodes ask.

@@ -2,7 +2,7 @@
 
 ``record_interactions`` is what ``UroRecommender.Interactions`` flushes its buffer with: one
 INSERT for the whole batch (six array parameters, however many rows), inside a transaction
-that c_src/db.c retries on 40001/40P01. It is idempotent: every row carries the UUID the
+that c_src/db_execute.c retries on 40001/40P01. It is idempotent: every row carries the UUID the
 client gave it, and a row whose id is already there is skipped (``ON CONFLICT (id) DO
 NOTHING``), so a flush sent again after a port crash cannot write a visit twice. It skips,
 and counts, the rows it must not write:
