@@ -29,9 +29,15 @@ defmodule Bench.Interactions do
     callers = String.to_integer(System.get_env("BENCH_CALLERS", "4"))
     db = UroFixture.create_database("bench")
 
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "uro_rec_bench_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
+
     try do
       uro = UroFixture.create_uro_schema(db, 200)
-      setup(db)
+      setup(db, dir)
       ids = for u <- uro.users, w <- Enum.filter(uro.worlds, & &1.public), do: {u.id, w.id}
       ids = List.to_tuple(ids)
       IO.puts("load: #{String.trim(elem(System.cmd("uptime", []), 0))}")
@@ -41,11 +47,11 @@ defmodule Bench.Interactions do
       written(ids, calls)
     after
       UroFixture.drop_database(db)
+      File.rm_rf(dir)
     end
   end
 
-  defp setup(db) do
-    dir = Path.join(System.tmp_dir!(), "uro_rec_bench_#{System.unique_integer([:positive])}")
+  defp setup(db, dir) do
     port = System.get_env("URO_REC_PORT") || Path.expand("../priv/uro_recommender", __DIR__)
 
     {:ok, _} =

@@ -27,9 +27,16 @@ defmodule Demo do
       "database: #{URI.parse(db).path |> String.trim_leading("/")} (created for the demo, dropped at the end)"
     )
 
+    # The model directory: this run's own, removed at the end.
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "uro_rec_demo_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
+
     try do
       uro = UroFixture.create_uro_schema(db, 600)
-      start(db)
+      start(db, dir)
       show_catalogue(uro)
       record(UroFixture.visits(uro))
       first_run(db, uro)
@@ -38,6 +45,7 @@ defmodule Demo do
       latency(uro)
     after
       UroFixture.drop_database(db, base)
+      File.rm_rf(dir)
     end
 
     IO.puts(
@@ -45,9 +53,7 @@ defmodule Demo do
     )
   end
 
-  defp start(db) do
-    dir = Path.join(System.tmp_dir!(), "uro_rec_demo_#{System.unique_integer([:positive])}")
-
+  defp start(db, dir) do
     {:ok, _} =
       Supervisor.start_link(
         [
