@@ -8,7 +8,8 @@
 #                 term-replay sessions, the model matrix, the ExUnit suite, the relocation check,
 #                 a new Mix host depending on this repository (test/host/)
 #   make install PREFIX=DIR   a movable tree: port, python/uro_rec, sql/, venv/ (see below)
-#   make demo     the main job: train ALS on generated data through the port, recommend
+#   make demo     uro's story on uro-shaped tables: visits recorded, a scheduled run, the gate,
+#                 the lists read back by SQL, forget_user, a refused run (bench/uro_demo.exs)
 #   make bench    latency against the bare echo port, interleaved call by call
 #
 # The virtualenv lives outside the checkout (scripts/setup.sh says where); override with
@@ -49,7 +50,7 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-host test-db check-elixir-newer demo bench bench-db clean
+        test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -59,11 +60,16 @@ test: setup
 	@$(MAKE) --no-print-directory test-all
 demo: setup
 	@$(MAKE) --no-print-directory build
-	bash scripts/demo.sh priv/uro_recommender $(PYTHON)
+	bash scripts/demo.sh priv/uro_recommender
 bench: setup
 	@$(MAKE) --no-print-directory build
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
+	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
+# The recorder (UroRecommender.Interactions) against a bare GenServer.cast: bench/INTERACTIONS_BENCH.md
+bench-interactions: setup
+	@$(MAKE) --no-print-directory build
+	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
 bench-db: setup
 	@$(MAKE) --no-print-directory build
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
@@ -170,7 +176,7 @@ ifneq ($(strip $(MIX_APP_PATH)),)
 MIX_PRIV  := $(MIX_APP_PATH)/priv
 MIX_FILES := $(MIX_PRIV)/uro_recommender \
              $(patsubst python/%,$(MIX_PRIV)/python/%,$(wildcard python/uro_rec/*.py)) \
-             $(patsubst priv/%,$(MIX_PRIV)/%,$(wildcard priv/sql/*.sql)) \
+             $(patsubst priv/%,$(MIX_PRIV)/%,$(wildcard priv/sql/*.sql priv/sql/uro/*.sql)) \
              $(if $(PY_SHIP),$(MIX_PRIV)/lib/$(notdir $(PY_SHIP)))
 build: $(MIX_FILES)
 

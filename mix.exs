@@ -33,7 +33,7 @@ defmodule UroRecommender.MixProject do
   # No application callback: the host starts the pool with `{UroRecommender, opts}` in its own
   # supervision tree.
   def application do
-    [extra_applications: [:logger]]
+    [extra_applications: [:logger, :crypto]]
   end
 
   # A host compiles its dependencies in :prod, so this is what uro sees: optional dependencies,

@@ -6,7 +6,7 @@
 #   PREFIX/lib/libpython*.so.*  only when libpython is not in the system library path
 #                               (scripts/libpython.sh; the binary then has rpath $ORIGIN/lib)
 #   PREFIX/python/uro_rec/      the Python package (no tests, no __pycache__)
-#   PREFIX/sql/*.sql            apply_schema's files
+#   PREFIX/sql/*.sql            apply_schema's files (PREFIX/sql/uro/*.sql: uro's variant)
 #   PREFIX/venv/                the runtime virtualenv: a real copy (copy, the default), or hard
 #                               links to VENV's files (link: seconds instead of minutes, same
 #                               file system only; for tests, since the files are then shared)
@@ -34,9 +34,10 @@ if [ -d "$here/priv/lib" ]; then
 fi
 
 rm -rf "$prefix/python" "$prefix/sql"
-mkdir -p "$prefix/python" "$prefix/sql"
+mkdir -p "$prefix/python" "$prefix/sql/uro"
 tar -C "$here/python" --exclude=__pycache__ -cf - uro_rec | tar -C "$prefix/python" -xf -
 install -m 0644 "$here"/priv/sql/*.sql "$prefix/sql/"
+install -m 0644 "$here"/priv/sql/uro/*.sql "$prefix/sql/uro/"
 
 if [ "$(realpath "$venv")" != "$(realpath -m "$prefix/venv")" ]; then
   rm -rf "$prefix/venv"

@@ -56,6 +56,8 @@ main([Exe]) ->
              {"2  export = recommend for every user; re-export replaces", fun case_export/1},
              {"2b export: ids with tab, newline, backslash, UTF-8; scores exact", fun case_export_text/1},
              {"6  observe appends to the table and filters the item", fun case_observe/1},
+             {"8  memory-based models: export = recommend = recommend_many = fresh port",
+              fun case_memory_export/1},
              {"4  connection loss mid-stream: error, port up, next call ok", fun case_conn_loss/1},
              {"4b server unreachable: 08001 at once, port up", fun case_unreachable/1},
              {"5  registry: publish in port A, load from database in port B", fun case_registry/1},
@@ -618,6 +620,44 @@ case_observe(#{t := T} = Ctx) ->
     {ok, NewRecs} = call(P, {recommend, Name, <<"newcomer">>, 5, #{}}),
     false = lists:member(Top, NewRecs),
     io_lib:format("~s no longer recommended to u3; 3 rows stored", [Top]).
+
+%% ItemCF, UserCF, RsItemCF, RsUserCF and Swing on sparse data (many users short of neighbours,
+%% ten whose only item nobody else has): the exported table, recommend, recommend_many and a
+%% fresh port that loaded the saved version all give the same lists (no random popular fill).
+case_memory_export(#{t := T} = Ctx) ->
+    Inter = T("uro_t_mem_inter"), Recs = T("uro_t_mem_recs"),
+    NUsers = 200, N = 10,
+    {ok, _} = psql(Ctx, "test", [
+        "CREATE TABLE ", Inter, " (user_id INT8 NOT NULL, item_id INT8 NOT NULL, label FLOAT8 NOT NULL);",
+        "INSERT INTO ", Inter, " SELECT u, 1000 + i, 1.0 FROM generate_series(1, ", integer_to_list(NUsers),
+        ") u, generate_series(1, 300) i WHERE (u * 31 + i * 17) % 97 < 2;",
+        "INSERT INTO ", Inter, " SELECT 5000 + k, 9000 + k, 1.0 FROM generate_series(1, 10) k;",
+        recs_table(Recs)]),
+    A = maps:get(main, Ctx),
+    Users = lists:seq(1, NUsers) ++ lists:seq(5001, 5010),
+    Algos = [<<"ItemCF">>, <<"UserCF">>, <<"RsItemCF">>, <<"RsUserCF">>, <<"Swing">>],
+    Saved = [begin
+                 Name = bin([T("m_mem"), "_", Alg]),
+                 {ok, #{version := V}} =
+                     call(A, {train, Name, #{algorithm => Alg, data => {sql, bin(["SELECT user_id, item_id, label FROM ", Inter]), []}}}),
+                 {ok, #{rows := Rows}} = call(A, {export, Name, #{n => N, table => bin(Recs)}}),
+                 Rows = length(Users) * N,
+                 [] = compare_table(Ctx, "test", Recs, Name, A, Users, N, V, false),
+                 {ok, Many} = call(A, {recommend_many, Name, Users, N, #{}}),
+                 [] = [U || U <- Users, {ok, maps:get(U, Many)} =/= call(A, {recommend, Name, U, N, #{}})],
+                 {ok, #{path := Path}} = call(A, {save, Name}),
+                 {Name, V, Path}
+             end || Alg <- Algos],
+    B = start_port(Ctx, "test", "mem_b"),
+    try
+        [begin
+             {ok, _} = call(B, {load, Name, #{path => bin(Path)}}),
+             [] = compare_table(Ctx, "test", Recs, Name, B, Users, N, V, false)
+         end || {Name, V, Path} <- Saved],
+        io_lib:format("~b models x ~b users identical in table, A and fresh B", [length(Algos), length(Users)])
+    after
+        stop_port(B)
+    end.
 
 %% ---- export helpers ---------------------------------------------------------------------------
 

@@ -111,7 +111,9 @@ defmodule UroRecommender do
   `spec` is the port's map: `%{algorithm: "ALS", data: {:rows, [{user, item,
   label}]} | {:csv, path}, task: "ranking" | "rating", params: %{...},
   fit: %{...}, eval: %{test_size:, metrics:, k:}, save: true}`. The reply:
-  `%{name, version, algorithm, n_users, n_items, n_interactions, seconds, metrics}`.
+  `%{name, version, algorithm, n_users, n_items, n_interactions, seconds, metrics,
+  baseline, lift}` (with `eval`, `metrics`, `baseline` and `lift` are what `evaluate/3`
+  answers for the held-out split).
   Options: `:pool`, `:timeout` (default the pool's `train_timeout`), `:events`.
   """
   @spec train(model(), map(), keyword()) :: result(map())
@@ -157,11 +159,29 @@ defmodule UroRecommender do
     Pool.call(pool(call), command, call)
   end
 
-  @doc "Creates the database tables the port uses (`{apply_schema}`); runs on the training port."
-  @spec apply_schema(keyword()) :: result(term())
+  @doc """
+  Creates the database tables the port uses (`{apply_schema}`: `priv/sql/*.sql`); runs on the
+  training port. With `schema: :uro`, uro's interactions table (UUID ids, the user a foreign
+  key to `users`: `priv/sql/uro/*.sql`) is created first, so the generic one is not; the same
+  tables as the Ecto migration in `elixir_stub/priv/repo/migrations/`. Returns the files
+  applied.
+  """
+  @spec apply_schema(keyword()) :: result([String.t()])
   def apply_schema(opts \\ []) do
-    {call, _} = split(opts)
-    Pool.call_training(pool(call), :apply_schema, call)
+    {call, cmd} = split(opts)
+    pool = pool(call)
+
+    case Keyword.get(cmd, :schema, :generic) do
+      :generic ->
+        Pool.call_training(pool, :apply_schema, call)
+
+      :uro ->
+        dir = Path.join(List.to_string(:code.priv_dir(:uro_recommender)), "sql/uro")
+
+        with {:ok, uro} <- Pool.call_training(pool, {:apply_schema, dir}, call),
+             {:ok, rest} <- Pool.call_training(pool, :apply_schema, call),
+             do: {:ok, Enum.map(uro, &("uro/" <> &1)) ++ rest}
+    end
   end
 
   @doc """
@@ -202,8 +222,11 @@ defmodule UroRecommender do
   defp with_slot({:error, _}, slot), do: %{slot: slot}
 
   @doc """
-  Metrics of a loaded model on `source` (`{:rows, rows}` | `{:csv, path}` | ...),
-  computed on the training port. Options: `metrics: [..]`, `k: n`.
+  Is the model worth serving? Its metrics on `source` (`{:rows, rows}` | `{:csv, path}` |
+  ...), computed on the training port, next to the most-popular baseline's on the same rows
+  and users: `%{metrics: %{metric => float}, baseline: %{metric => float}, lift: %{metric =>
+  float | nil}}`; a lift above 1.0 means better than recommending what is popular (see
+  docs/PROTOCOL.md). Options: `metrics: [..]`, `k: n`.
   """
   @spec evaluate(model(), term(), keyword()) :: result(map())
   def evaluate(name, source, opts \\ []) do

@@ -32,6 +32,7 @@ def test_train_reply(als):
     assert als[Atom("n_interactions")] > 0 and als[Atom("seconds")] > 0
     metrics = als[Atom("metrics")]
     assert set(metrics) == {"roc_auc", "precision", "recall", "ndcg"}
+    assert set(als[Atom("baseline")]) == set(als[Atom("lift")]) == set(metrics)
     assert all(isinstance(k, Atom) and isinstance(v, float) for k, v in metrics.items())
     assert metrics["roc_auc"] > 0.5  # the synthetic data has learnable structure
 
@@ -183,7 +184,10 @@ def test_models_listing_and_info(all_models):
 def test_evaluate_command(als, rows):
     res = commands.evaluate("als_str", ("rows", [(f"u{u}", f"i{i}", 1) for u, i, *_ in rows[:300]]),
                             {"metrics": ["roc_auc", "precision"], "k": 5})
-    assert set(res) == {"roc_auc", "precision"} and all(isinstance(v, float) for v in res.values())
+    assert set(res) == {"metrics", "baseline", "lift"}
+    for part in ("metrics", "baseline"):
+        assert set(res[part]) == {"roc_auc", "precision"}
+        assert all(isinstance(v, float) for v in res[part].values())
     with pytest.raises(BadArg, match="rmse"):
         commands.evaluate("als_str", ("rows", [("u1", "i1", 1)]), {"metrics": ["rmse"]})
 

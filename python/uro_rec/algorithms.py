@@ -10,6 +10,8 @@ the feature models (FM, WideDeep, ...) then simply run with no features.
 
 - ``embed``: it has ``user_embeds_np``/``item_embeds_np`` after fit and load, so
   recommend/predict/similar_items are done with numpy here (fast, deterministic).
+- ``memory``: the neighbourhood models; their own candidates come from
+  :mod:`uro_rec.neighbours` (never libreco's random popular fill), scores from ``predict``.
 - ``other``: we call the model's own ``recommend_user``/``predict``.
 """
 import inspect
@@ -20,11 +22,11 @@ from .errors import BadArg, Unsupported
 #: libreco cannot silently add an algorithm nobody has tried.
 SUPPORTED = {
     # memory-based
-    "UserCF": "other",
-    "ItemCF": "other",
-    "RsUserCF": "other",
-    "RsItemCF": "other",
-    "Swing": "other",
+    "UserCF": "memory",
+    "ItemCF": "memory",
+    "RsUserCF": "memory",
+    "RsItemCF": "memory",
+    "Swing": "memory",
     # matrix factorisation / pure embedding models
     "SVD": "embed",
     "SVDpp": "embed",

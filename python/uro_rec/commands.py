@@ -17,6 +17,12 @@ from .options import (
 )
 from .port import A
 
+# Commands whose work lives in modules of their own and needs no check here (docs/URO.md): the
+# C table calls uro_rec.commands.<name>, so they are named here.
+from .cluster import lease, record_run, serve, served  # noqa: F401
+from .holdout import compare, observe_source  # noqa: F401
+from .interactions import forget_user, purge_forgotten, record_interactions  # noqa: F401
+
 
 def configure(model_dir):
     """Called once at start-up with the directory holding saved models."""
@@ -136,15 +142,16 @@ def models(opts=None):
 
 
 def evaluate(name, source, opts=None):
-    from . import training
+    """``#{metrics, baseline, lift}``: see :mod:`uro_rec.evaluation`."""
+    from . import evaluation
 
     where = "evaluate"
     entry = registry.lookup(name, where)
     o = normalize_opts(opts, "evaluate: opts")
     check_known(o, ("metrics", "k"), where)
-    metrics, k = training.parse_metrics(entry.task, o, where)
+    metrics, k = evaluation.parse_metrics(entry.task, o, where)
     df = sources.load(source, "evaluate: data")
-    return training.evaluate_frame(entry, df, metrics, k, where)
+    return evaluation.evaluate_frame(entry, df, metrics, k, where)
 
 
 def export(name, opts=None):

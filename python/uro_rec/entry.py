@@ -12,6 +12,7 @@ cold start and top-ups, and for embedding models contiguous copies of the
 embedding matrices so a recommendation is one mat-vec and one recommend.top_k.
 """
 import contextlib
+import os
 
 import numpy as np
 
@@ -55,8 +56,10 @@ class Entry:
                          for u in range(self.n_users)]
         self.trained_consumed = list(self.consumed)
         bounds = tuple(float(b) for b in snapshot["bounds"]) if snapshot["bounds"].size else (None, None)
-        self._finish((snapshot["user_vecs"], snapshot["item_vecs"]),
-                     int(snapshot["embed_width"]), bounds)
+        items = snapshot["item_vecs"]
+        if "item_oov" in snapshot:  # snapshots before it have only the known items' rows
+            items = np.vstack([items, snapshot["item_oov"][None, :]])
+        self._finish((snapshot["user_vecs"], items), int(snapshot["embed_width"]), bounds)
         return self
 
     def snapshot_arrays(self):
@@ -70,7 +73,7 @@ class Entry:
         indices = (np.concatenate(consumed) if consumed else np.empty(0)).astype(np.int64)
         lo, hi = self.bounds
         return {
-            "user_vecs": self.user_vecs, "item_vecs": self.item_vecs,
+            "user_vecs": self.user_vecs, "item_vecs": self.item_vecs, "item_oov": self.item_oov,
             "embed_width": np.int64(self.embed_width),
             "n_interactions": np.int64(self.n_interactions),
             "consumed_indptr": indptr, "consumed_indices": indices,
@@ -140,12 +143,43 @@ class Entry:
             self.item_vecs_scoring = np.zeros((padded, items.shape[1]), dtype=np.float64)
             self.item_vecs_scoring[: self.n_items] = items
             self.item_vecs = self.item_vecs_scoring[: self.n_items]
+            # libreco's out-of-vocabulary item row (the mean item embedding), what its
+            # predict scores an unknown item with
+            self.item_oov = np.asarray(vecs[1][self.n_items] if len(vecs[1]) > self.n_items
+                                       else items.mean(axis=0), dtype=np.float64)
         # Items seen after training ({observe, ...}) by users the model does not know:
-        # user -> sorted inner ids. Known users' observations go into self.consumed.
+        # user -> sorted inner ids, and the same items in the order they were observed (a
+        # repeat moves to the end), the sequence models' and fold-in's input. Known users'
+        # observations go into self.consumed.
         self.observed = {}
+        self.observed_seq = {}
+        self._foldin_gram = None  # lazily: YᵀY of the item factors (uro_rec.foldin)
         self.metrics = {}
+        self._params = None         # lazily: hyperparameters of a snapshot entry
         self._item_unit = None      # lazily: normalised item embeddings
         self._cooc = None           # lazily: item x user binary matrix + norms
+
+    def hyperparameters(self):
+        """The libreco constructor's arguments (embed_size, reg, alpha, num_neg...): from the
+        model object when it is loaded, else from the saved ``*_hyper_parameters.json``
+        (a snapshot entry: reading them must not import libreco)."""
+        if self._model is not None:
+            args = getattr(self._model, "all_args", {}) or {}
+            return {k: v for k, v in args.items() if k not in ("self", "data_info", "__class__")}
+        if self._params is None:
+            import glob
+            import json
+
+            found = sorted(glob.glob(os.path.join(self.path or "", "*_hyper_parameters.json")))
+            self._params = {}
+            if found:
+                with open(found[0], encoding="utf-8") as f:
+                    self._params = json.load(f)
+        return self._params
+
+    def global_mean(self):
+        """The training labels' mean: libreco's ``default_pred`` for the rating task."""
+        return float(self.data_info.global_mean)
 
     def graph_ctx(self):
         """TF1 models must be built, saved and run in their own graph."""
@@ -162,6 +196,17 @@ class Entry:
             A("n_users"): self.n_users,
             A("n_items"): self.n_items,
         }
+
+    def observe_unknown(self, user, inners):
+        """Items (inner ids, in event order) observed for a user the model does not know."""
+        arr = np.asarray(inners, dtype=np.intp)
+        self.observed[user] = np.union1d(self.observed.get(user, arr[:0]), arr)
+        seq = self.observed_seq.get(user, [])
+        for i in inners:
+            if i in seq:
+                seq.remove(i)  # a repeat moves to the end: the latest visit counts
+            seq.append(i)
+        self.observed_seq[user] = seq
 
     # -- ids ----------------------------------------------------------------------
     def user_inner(self, user):
@@ -190,7 +235,7 @@ class Entry:
             if uid is not None:
                 self.consumed[uid] = np.union1d(self.consumed[uid], arr)
             else:
-                self.observed[user] = np.union1d(self.observed.get(user, arr[:0]), arr)
+                self.observe_unknown(user, inners)
         return unknown_items
 
     # -- lazily built similarity helpers -------------------------------------------

@@ -10,9 +10,11 @@ and it stops filtering consumed items when a user has consumed almost all):
 - unknown users get the cold-start list instead of an error.
 
 Embedding models are served with numpy on the precomputed matrices (one
-mat-vec, one top_k: well under a millisecond for 10k items). Other models
-go through libreco's recommend_user, then are deduplicated, filtered and topped
-up from the popularity ranking.
+mat-vec, one top_k: well under a millisecond for 10k items). The memory-based
+models give their own neighbourhood candidates (uro_rec.neighbours: never
+libreco's random popular fill), the scoring networks go through libreco's
+recommend_user; both are then deduplicated, filtered and topped up from the
+popularity ranking, in its fixed order.
 
 Cold start for unknown users: ``popular`` (default) is the deterministic
 popularity ranking of the training data (distinct users per item); ``average``
@@ -22,7 +24,7 @@ scores items with the mean user embedding on embedding models and falls back to
 Scores: ranking task -> sigmoid of the model output (as libreco's predict);
 rating task -> output clipped to the rating range. For models served through
 libreco (memory-based CF, Swing, scoring networks) the order is libreco's
-recommend_user order and the scores are its predict() values, which for
+ranking order and the scores are its predict() values, which for
 UserCF/ItemCF/Swing use a different neighbourhood than its ranking, so they need
 not be monotone. Popular cold-start lists
 score each item by its popularity relative to the most popular item (0..1],
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
+from . import dynamic, neighbours
 from .errors import BadArg
 from .options import boolean, check_id_list, check_known, choice, normalize_opts
 
@@ -48,6 +51,8 @@ class RecOpts:
     cold_start: str = "popular"
     exclude: np.ndarray = None  # inner ids of excluded items
     scores: bool = False
+    seq: list = None         # inner item ids, oldest first (uro_rec.dynamic)
+    user_feats: dict = None  # feature name -> value (uro_rec.features)
 
 
 _DEFAULT_OPTS = RecOpts(exclude=_NO_ITEMS)
@@ -57,7 +62,7 @@ def parse_opts(entry, opts, where):
     if opts is None or (isinstance(opts, (dict, list)) and not opts):
         return _DEFAULT_OPTS  # the common call: nothing to check or build
     o = normalize_opts(opts, f"{where}: opts")
-    check_known(o, ("filter_consumed", "cold_start", "exclude", "scores"), where)
+    check_known(o, ("filter_consumed", "cold_start", "exclude", "scores", "seq"), where)
     exclude = check_id_list(o.get("exclude", []), where, "exclude")
     idx = [entry.item_index[i] for i in exclude if i in entry.item_index]
     idx = np.unique(np.asarray(idx, dtype=np.intp)) if idx else _NO_ITEMS
@@ -66,6 +71,7 @@ def parse_opts(entry, opts, where):
         cold_start=choice(o.get("cold_start", "popular"), ("popular", "average"), where, "cold_start"),
         exclude=idx,
         scores=boolean(o.get("scores", False), where, "scores"),
+        seq=dynamic.parse_seq(entry, o["seq"], where) if "seq" in o else None,
     )
 
 
@@ -81,9 +87,16 @@ def recommend(entry, user, n, ro):
     if n == 0:
         return []
     uid = entry.user_inner(user)
-    if uid is None:
-        # What an unknown user was observed consuming since training ({observe, ...}).
-        seen = entry.observed.get(user) if ro.filter_consumed else None
+    # What an unknown user was observed consuming since training ({observe, ...}).
+    observed = entry.observed.get(user) if uid is None else None
+    seen = observed if ro.filter_consumed else None
+    path = dynamic.how(entry, uid, observed, ro)
+    if path == "vector":  # from seq, user_feats or observed items: uro_rec.dynamic
+        ids, scores = _embed_top(entry, dynamic.user_vector(entry, uid, user, ro), uid, n, ro,
+                                 extra=seen)
+    elif path == "libreco":
+        ids, scores = _via_libreco(entry, uid, n, ro, user=user, seen=seen)
+    elif uid is None:
         if ro.cold_start == "average" and entry.kind == "embed":
             # libreco's 'average': the mean user embedding (row n_users).
             ids, scores = _embed_top(entry, _user_row(entry, None), None, n, ro, extra=seen)
@@ -283,21 +296,33 @@ def _popular(entry, n, ro, banned, taken=()):
     return ids, (entry.pop_score[ids] if ro.scores else None)
 
 
-def _via_libreco(entry, uid, n, ro):
+def _via_libreco(entry, uid, n, ro, user=None, seen=None):
+    """The model's own candidates for known user ``uid``, or, on a dynamic path (seq,
+    user_feats), for ``user`` known or not (``seen``: what an unknown one was observed
+    consuming)."""
     model = entry.model
+    who = entry.n_users if uid is None else uid  # libreco's padding id for an unknown user
     # Ask for enough to survive our filtering (libreco filters only the training data's
     # consumed items; we also drop excluded ones and those observed since); libreco
     # refuses n_rec > n_items.
-    observed = entry.consumed[uid].size - entry.trained_consumed[uid].size \
-        if ro.filter_consumed else 0
+    if uid is None:
+        banned = set(seen.tolist()) if seen is not None else set()
+        observed = len(banned)
+    else:
+        banned = set(entry.consumed[uid].tolist()) if ro.filter_consumed else set()
+        observed = entry.consumed[uid].size - entry.trained_consumed[uid].size \
+            if ro.filter_consumed else 0
     want = min(entry.n_items, n + int(ro.exclude.size) + observed)
-    with entry.graph_ctx():
-        recs = model.recommend_user(
-            uid, want, cold_start="popular", inner_id=True,
-            filter_consumed=ro.filter_consumed, random_rec=False,
-        )
-    got = next(iter(recs.values())) if recs else []
-    banned = set(entry.consumed[uid].tolist()) if ro.filter_consumed else set()
+    if entry.kind == "memory":  # never libreco's random fill: see uro_rec.neighbours
+        got = neighbours.candidates(model, entry.algorithm, uid, want, ro.filter_consumed)
+    else:
+        extra = dynamic.libreco_kwargs(entry, user, ro) if user is not None else {}
+        with entry.graph_ctx():
+            recs = model.recommend_user(
+                who, want, cold_start="popular", inner_id=True,
+                filter_consumed=ro.filter_consumed, random_rec=False, **extra,
+            )
+        got = next(iter(recs.values())) if recs else []
     banned.update(ro.exclude.tolist())
     ids, seen = [], set()
     for i in np.asarray(got).tolist():
@@ -307,56 +332,65 @@ def _via_libreco(entry, uid, n, ro):
         ids.append(i)
         if len(ids) == n:
             break
-    if len(ids) < n:  # memory-based models run out of neighbours: top up
+    if len(ids) < n:  # memory-based models run out of neighbours: top up, in a fixed order
         more, _ = _popular(entry, n - len(ids), ro, banned, taken=seen)
         ids.extend(more)
-    scores = _libreco_predict(entry, uid, ids) if ro.scores else None
+    scores = _libreco_predict(entry, who, ids) if ro.scores else None
     return ids, scores
 
 
 def _libreco_predict(entry, uid, iids):
     if not iids:
         return []
-    with entry.graph_ctx():
-        out = entry.model.predict(
-            np.full(len(iids), uid), np.asarray(iids), inner_id=True
-        )
-    return np.atleast_1d(np.asarray(out, dtype=np.float64))
+    return predict_inner(entry, np.full(len(iids), uid), np.asarray(iids))
 
 
 def predict(entry, user, items):
-    """Scores for (user, item) pairs, in the order of ``items``.
+    """Scores for (user, item) pairs, in the order of ``items``: what LibRecommender's
+    ``model.predict(user, items)`` answers, unknown users and items included.
 
-    Unknown user or item: embedding models use the mean user / mean item
-    embedding (libreco's 'average' cold start, its default for these models);
-    other models return libreco's ``default_pred`` (the global mean rating for
-    the rating task, 0.0 for ranking), which is what their predict does too.
+    An unknown user or item takes libreco's out-of-vocabulary row, as its predict does
+    (cold_start 'average', its default): on embedding models the mean user / item
+    embedding; on the scoring networks (NCF, FM, ...) the network run on the mean user /
+    item variables, whatever it makes of them; the memory-based models answer libreco's
+    ``default_pred`` (the global mean rating for the rating task, 0.0 for ranking).
     """
-    uid = entry.user_inner(user)
-    iids = [entry.item_inner(i) for i in items]
-    if not iids:
+    if not items:
         return []
+    uid = entry.user_inner(user)
+    uid = entry.n_users if uid is None else uid
+    oov = entry.n_items
+    iids = [oov if i is None else i for i in map(entry.item_inner, items)]
+    return predict_inner(entry, np.full(len(iids), uid), np.asarray(iids)).tolist()
+
+
+def predict_inner(entry, users, items, batch=8192):
+    """Scores for inner id pairs; ``n_users`` / ``n_items`` stand for an unknown user / item
+    (libreco's own convention). Embedding models: the same einsum as a recommended list's
+    scores, so predict and recommend agree to the last bit."""
+    users, items = np.asarray(users, dtype=np.intp), np.asarray(items, dtype=np.intp)
     if entry.kind == "embed":
-        uvec = _user_row(entry, uid)
-        mean_item = None
-        rows = []
-        for i in iids:
-            if i is None:
-                if mean_item is None:
-                    mean_item = entry.item_vecs.mean(axis=0)
-                rows.append(mean_item)
-            else:
-                rows.append(entry.item_vecs[i])
-        return normalize_scores(entry, np.asarray(rows) @ uvec).tolist()
-    default = float(entry.model.default_pred)
-    out = [default] * len(iids)
-    if uid is not None:
-        known = [(pos, i) for pos, i in enumerate(iids) if i is not None]
-        if known:
-            scores = _libreco_predict(entry, uid, [i for _, i in known])
-            for (pos, _), s in zip(known, scores):
-                out[pos] = float(s)
-    return out
+        urows = np.empty((len(users), entry.user_vecs.shape[1]))
+        known = users < entry.n_users
+        urows[known] = entry.user_vecs[users[known]]
+        urows[~known] = _user_row(entry, None)
+        irows = entry.item_vecs_scoring[np.minimum(items, entry.n_items - 1)]
+        irows[items >= entry.n_items] = entry.item_oov
+        return normalize_scores(entry, np.einsum("nd,nd->n", irows, urows))
+    out = []
+    with entry.graph_ctx():
+        for start in range(0, len(users), batch):
+            got = entry.model.predict(users[start:start + batch], items[start:start + batch],
+                                      inner_id=True)
+            out.append(np.atleast_1d(np.asarray(got, dtype=np.float64)))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def popular_inner(entry, uid, n):
+    """The most-popular list for known user ``uid`` (inner ids): popular items they have not
+    consumed (in training or observed since), in the fixed popularity order. What
+    ``evaluate`` scores as its baseline."""
+    return _popular(entry, n, _DEFAULT_OPTS, banned=set(entry.consumed[uid].tolist()))[0]
 
 
 def similar_items(entry, item, n):

@@ -9,76 +9,19 @@ Why the details:
   already loaded in this long-lived process).
 - ``neg_sampling`` defaults to True for the ranking task unless the labels are
   exactly {0, 1} (explicit negatives); BPR-style losses always need it.
-- Evaluation data is converted to inner ids here and rows with users or items
-  the model has never seen are dropped, because libreco's listwise metrics fail
-  on them.
+- ``eval`` holds out a random split and reports on it exactly what ``evaluate``
+  reports (uro_rec.evaluation): the model's metrics, the most-popular baseline's, the lift.
 """
 import time
 
-import numpy as np
-
 from . import algorithms, registry, sources
 from .entry import Entry
+from .evaluation import evaluate_frame, needs_neg_sampling, parse_metrics
 from .errors import BadArg
 from .options import (
-    boolean, check_known, choice, fraction, model_name, normalize_opts, plain, pos_int,
+    boolean, check_known, choice, fraction, model_name, normalize_opts, plain,
 )
 from .port import A
-
-RATING_METRICS = ("rmse", "mae", "r2", "loss")
-RANKING_METRICS = ("loss", "log_loss", "balanced_accuracy", "roc_auc", "pr_auc",
-                   "roc_gauc", "precision", "recall", "map", "ndcg", "coverage")
-DEFAULT_METRICS = {"ranking": ["roc_auc", "precision", "recall", "ndcg"],
-                   "rating": ["rmse", "mae"]}
-
-
-def _needs_neg_sampling(task, labels):
-    return task == "ranking" and set(np.unique(labels).tolist()) != {0.0, 1.0}
-
-
-def parse_metrics(task, opts, where):
-    metrics = opts.get("metrics", DEFAULT_METRICS[task])
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    if not isinstance(metrics, (list, tuple)) or not metrics:
-        raise BadArg(f"{where}: metrics must be a non-empty list, got {metrics!r}")
-    allowed = RATING_METRICS if task == "rating" else RANKING_METRICS
-    out = []
-    for m in metrics:
-        if not isinstance(m, str) or str(m) not in allowed:
-            raise BadArg(
-                f"{where}: metric {m!r} is not available for the {task} task; "
-                f"choose from {', '.join(allowed)}"
-            )
-        out.append(str(m))
-    k = pos_int(opts.get("k", 10), where, "k")
-    return out, k
-
-
-def evaluate_frame(entry, df, metrics, k, where):
-    """Metrics of ``entry`` on a DataFrame (user, item, label)."""
-    from libreco.data import TransformedEvalSet
-    from libreco.evaluation import evaluate
-
-    uidx, iidx, keep = [], [], []
-    for pos, (u, i) in enumerate(zip(df["user"].tolist(), df["item"].tolist())):
-        ui, ii = entry.user_index.get(u), entry.item_index.get(i)
-        if ui is not None and ii is not None:
-            uidx.append(ui)
-            iidx.append(ii)
-            keep.append(pos)
-    if not keep:
-        raise BadArg(f"{where}: no rows whose user and item are known to the model")
-    if k > entry.n_items:
-        raise BadArg(f"{where}: k {k} exceeds the model's {entry.n_items} items")
-    labels = df["label"].to_numpy(dtype=np.float32)[keep]
-    data = TransformedEvalSet(np.asarray(uidx), np.asarray(iidx), labels)
-    with entry.graph_ctx():
-        result = evaluate(
-            entry.model, data, neg_sampling=_needs_neg_sampling(entry.task, labels),
-            metrics=metrics, k=k, seed=42,
-        )
-    return {A(m): float(v) for m, v in result.items()}
 
 
 def _eval_opts(spec, task):
@@ -109,7 +52,7 @@ def _fit(cls, task, params, fit, df, where):
             model = cls(task=task, data_info=data_info, **kwargs)
         except (TypeError, ValueError, AssertionError) as e:
             raise BadArg(f"train: {algorithm} rejected its params: {e}") from e
-        ns = _needs_neg_sampling(task, df["label"].to_numpy()) or (
+        ns = needs_neg_sampling(task, df["label"].to_numpy()) or (
             getattr(model, "loss_type", None) in ("bpr", "max_margin")
         )
         fitkw = algorithms.fit_kwargs(cls, fit, ns, where)
@@ -150,10 +93,10 @@ def train(name, spec):
     model, data_info, graph, seconds = _fit(cls, task, params, fit, df, where)
     entry = Entry(name, algorithm, task, model, data_info, graph,
                   data_info.user_unique_vals.tolist(), data_info.item_unique_vals.tolist())
-    metrics = {}
+    report = {A("metrics"): {}, A("baseline"): {}, A("lift"): {}}
     if ev is not None and test_df is not None and len(test_df):
-        metrics = evaluate_frame(entry, test_df, ev[1], ev[2], "train: eval")
-    entry.metrics = metrics
+        report = evaluate_frame(entry, test_df, ev[1], ev[2], "train: eval")
+    entry.metrics = report[A("metrics")]
     if save:
         registry.save(entry)
     registry.put(entry)
@@ -166,5 +109,5 @@ def train(name, spec):
         A("n_items"): entry.n_items,
         A("n_interactions"): entry.n_interactions,
         A("seconds"): float(seconds),
-        A("metrics"): metrics,
+        **report,
     }

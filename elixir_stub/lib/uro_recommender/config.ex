@@ -81,31 +81,81 @@ defmodule UroRecommender.Config do
   key or a value of the wrong type (messages in NimbleOptions' words).
   """
   @spec validate!(keyword()) :: keyword()
-  def validate!(opts) when is_list(opts) do
+  def validate!(opts), do: check!(opts, @schema)
+
+  @doc """
+  Checks `opts` against `schema`, a keyword list of `{type, default, doc}` as above (the
+  options of `UroRecommender.Interactions` and `UroRecommender.Scheduler` are checked with
+  it too); raises `ArgumentError` as `validate!/1` does. Types: `:atom`, `:string`, `:path`,
+  `:boolean`, `:pos_integer`, `:non_neg_integer`, `:timeout`, `:number` (>= 0), `:map`,
+  `:args`, `:backoff`, `:env`, `{:in, values}`.
+  """
+  @spec check!(keyword(), keyword()) :: keyword()
+  def check!(opts, schema) when is_list(opts) do
     unless Keyword.keyword?(opts) do
       raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
     end
 
-    case Keyword.keys(opts) -- @keys do
+    keys = Keyword.keys(schema)
+
+    case Keyword.keys(opts) -- keys do
       [] ->
         :ok
 
       unknown ->
         raise ArgumentError,
-              "unknown options #{inspect(Enum.uniq(unknown))}, valid options are: #{inspect(@keys)}"
+              "unknown options #{inspect(Enum.uniq(unknown))}, valid options are: #{inspect(keys)}"
     end
 
-    for {key, value} <- opts, value != nil, not valid?(type(key), value) do
+    for {key, value} <- opts,
+        type = elem(Keyword.fetch!(schema, key), 0),
+        value != nil,
+        not valid?(type, value) do
       raise ArgumentError,
-            "invalid value for #{inspect(key)} option: expected #{expected(type(key))}, " <>
+            "invalid value for #{inspect(key)} option: expected #{expected(type)}, " <>
               "got: #{inspect(value)}"
     end
 
     opts
   end
 
-  def validate!(other),
+  def check!(other, _schema),
     do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(other)}")
+
+  @doc """
+  The application environment of `module` (`config :uro_recommender, module, [...]`) merged
+  with `opts` (which win), both checked against `schema`, defaults filled in.
+  """
+  @spec resolve(module(), keyword(), keyword()) :: keyword()
+  def resolve(module, opts, schema) do
+    from_env = Application.get_env(@app, module, [])
+
+    try do
+      check!(from_env, schema)
+    rescue
+      e in ArgumentError ->
+        reraise ArgumentError,
+                "in config :uro_recommender, #{inspect(module)}: " <> e.message,
+                __STACKTRACE__
+    end
+
+    merged = Keyword.merge(from_env, check!(opts, schema))
+
+    for {key, {_type, default, _doc}} <- schema,
+        do: {key, Keyword.get(merged, key, if(is_binary(default), do: nil, else: default))}
+  end
+
+  @doc "The table of a schema's options, for a moduledoc."
+  @spec table(keyword()) :: String.t()
+  def table(schema) do
+    rows =
+      Enum.map_join(schema, "\n", fn {key, {_type, default, doc}} ->
+        shown = if is_binary(default), do: default, else: "`#{inspect(default)}`"
+        "| `#{inspect(key)}` | #{shown} | #{doc} |"
+      end)
+
+    "| key | default | what |\n|---|---|---|\n" <> rows
+  end
 
   @doc """
   Validates the application environment and `opts`, merges them (`opts` win) and fills in the
@@ -113,7 +163,11 @@ defmodule UroRecommender.Config do
   """
   @spec resolve(keyword()) :: keyword()
   def resolve(opts) when is_list(opts) do
-    from_env = Application.get_all_env(@app) |> Keyword.drop([:included_applications])
+    # Keys that are module names configure that module (UroRecommender.Scheduler, ...).
+    from_env =
+      Application.get_all_env(@app)
+      |> Keyword.drop([:included_applications])
+      |> Enum.reject(fn {key, _} -> module_key?(key) end)
 
     try do
       validate!(from_env)
@@ -173,7 +227,7 @@ defmodule UroRecommender.Config do
     end
   end
 
-  defp type(key), do: elem(Keyword.fetch!(@schema, key), 0)
+  defp module_key?(key), do: match?("Elixir." <> _, Atom.to_string(key))
 
   defp valid?(:atom, v), do: is_atom(v)
   defp valid?(:string, v), do: is_binary(v)
@@ -183,6 +237,10 @@ defmodule UroRecommender.Config do
   defp valid?(:non_neg_integer, v), do: is_integer(v) and v >= 0
   defp valid?(:timeout, v), do: v == :infinity or (is_integer(v) and v > 0)
   defp valid?(:args, v), do: is_list(v) and Enum.all?(v, &(is_binary(&1) or is_atom(&1)))
+
+  defp valid?(:number, v), do: is_number(v) and v >= 0
+  defp valid?(:map, v), do: is_map(v)
+  defp valid?({:in, values}, v), do: v in values
 
   defp valid?(:backoff, v),
     do: match?({a, b} when is_integer(a) and is_integer(b) and a > 0 and b >= a, v)
@@ -202,4 +260,7 @@ defmodule UroRecommender.Config do
   defp expected(:args), do: "list of strings"
   defp expected(:backoff), do: "{first_ms, max_ms} with 0 < first_ms <= max_ms"
   defp expected(:env), do: "list of {name, value | nil} with string values"
+  defp expected(:number), do: "a number >= 0"
+  defp expected(:map), do: "a map"
+  defp expected({:in, values}), do: "one of #{inspect(values)}"
 end

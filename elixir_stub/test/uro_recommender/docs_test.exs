@@ -10,4 +10,7 @@ defmodule UroRecommender.DocsTest do
   doctest UroRecommender.Telemetry
   doctest UroRecommender.Jobs
   doctest UroRecommender.Recorder
+  doctest UroRecommender.UUID
+  doctest UroRecommender.Gate
+  doctest UroRecommender.Models
 end

@@ -55,11 +55,17 @@ defmodule UroRecommender.JobsObserveTest do
   end
 
   test "evaluate, publish and export as jobs", %{name: name} do
-    assert {:ok, %{"ok" => true, "result" => metrics} = ev} =
+    assert {:ok, %{"ok" => true, "result" => result} = ev} =
              Jobs.evaluate(name, {:sql, @query, []}, pool: @pool, metrics: [:precision], k: 5)
 
-    assert %{"precision" => p} = metrics
-    assert is_float(p)
+    assert %{
+             "metrics" => %{"precision" => p},
+             "baseline" => %{"precision" => b},
+             "lift" => %{"precision" => lift}
+           } = result
+
+    assert is_float(p) and is_float(b)
+    assert is_float(lift) or is_nil(lift)
     assert storable?(ev)
 
     assert {:ok, %{"result" => %{"version" => 1, "checksum" => sum}}} =

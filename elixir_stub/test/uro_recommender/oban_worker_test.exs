@@ -36,4 +36,57 @@ defmodule UroRecommender.ObanWorkerTest do
 
     assert {:ok, [_, _]} = UroRecommender.recommend("oban_als", 1, 2)
   end
+
+  test "the pipeline worker runs the scheduler's pipeline: trained from SQL, gated, published" do
+    assert Code.ensure_loaded?(UroRecommender.Oban.PipelineWorker)
+    alias UroRecommender.UroFixture
+
+    db = UroFixture.create_database("oban")
+    on_exit(fn -> UroFixture.drop_database(db) end)
+    uro = UroFixture.create_uro_schema(db, 120)
+    pool = UroRecommender.ObanPipelinePool
+
+    start_supervised!(
+      {UroRecommender,
+       name: pool,
+       port_path: port_path(),
+       model_dir: tmp_dir("oban_pipeline"),
+       pool_size: 1,
+       database_url: db}
+    )
+
+    capture_log(fn -> send(self(), UroRecommender.apply_schema(pool: pool, schema: :uro)) end)
+    assert_received {:ok, _}
+    now = System.os_time(:microsecond) / 1_000_000
+
+    rows =
+      for {{user, kind, item}, i} <- Enum.with_index(UroFixture.visits(uro)),
+          do: {UroRecommender.UUID.generate(), user.id, kind, item.id, 1.0, now + i / 1000}
+
+    assert {:ok, %{written: n}} =
+             UroRecommender.call({:record_interactions, rows, %{ids: :uuid}}, pool: pool)
+
+    assert n == length(rows)
+
+    job =
+      UroRecommender.Oban.PipelineWorker.new(%{
+        model: "worlds_you_may_like",
+        pool: Atom.to_string(pool)
+      })
+
+    capture_log(fn -> send(self(), UroRecommender.Oban.PipelineWorker.perform(job)) end)
+
+    assert_received {:ok,
+                     %{
+                       "runs" => [
+                         %{
+                           "model" => "worlds_you_may_like",
+                           "decision" => "published",
+                           "version" => 1
+                         }
+                       ]
+                     }}
+
+    assert {:ok, %{"worlds_you_may_like" => 1}} = UroRecommender.call(:served, pool: pool)
+  end
 end
