@@ -49,6 +49,12 @@
 #define OID_TIMESTAMPTZ 1184
 #define OID_NUMERIC 1700
 #define OID_UUID 2950
+/* arrays of text-like elements: multi-valued features (tags), read as lists of str */
+#define OID_NAME_ARRAY 1003
+#define OID_TEXT_ARRAY 1009
+#define OID_BPCHAR_ARRAY 1014
+#define OID_VARCHAR_ARRAY 1015
+#define OID_UUID_ARRAY 2951
 
 /* Slot 0 serves every command. An export with writers > 1 also writes through slots 1..,
  * each used by one Python thread at a time, and closes them when it ends (db_release). */
@@ -306,14 +312,14 @@ static int64_t as_int64(const char *p, int len, Oid type)
 
 /* ---- db_columns: streaming a result into typed columns ----------------------------------------- */
 
-enum column_kind { COL_INT64, COL_FLOAT64, COL_TIME, COL_TEXT, COL_OTHER };
+enum column_kind { COL_INT64, COL_FLOAT64, COL_TIME, COL_TEXT, COL_TEXT_ARRAY, COL_OTHER };
 
 struct column {
     enum column_kind kind;
     Oid type;
     char *data;       /* int64 or double values */
     size_t cap;
-    PyObject *texts;  /* list, for COL_TEXT */
+    PyObject *texts;  /* list, for COL_TEXT and COL_TEXT_ARRAY */
     Py_ssize_t nulls;
     Py_ssize_t first_null;
 };
@@ -339,6 +345,12 @@ static enum column_kind kind_of(Oid type)
     case OID_NAME:
     case OID_UUID:
         return COL_TEXT;
+    case OID_NAME_ARRAY:
+    case OID_TEXT_ARRAY:
+    case OID_BPCHAR_ARRAY:
+    case OID_VARCHAR_ARRAY:
+    case OID_UUID_ARRAY:
+        return COL_TEXT_ARRAY;
     default: /* dates, JSON, bytea...: nothing we read as an id, label or time */
         return COL_OTHER;
     }
@@ -365,6 +377,39 @@ static PyObject *text_value(const char *p, int len, Oid type)
     return PyUnicode_DecodeUTF8(p, len, "replace");
 }
 
+/* A one-dimensional array in binary format (ndim, has_null, element OID, then per dimension
+ * size and lower bound, then each element as length + bytes, -1 for NULL) -> list of str.
+ * NULL elements are left out; more dimensions are read flat. len is trusted only as the
+ * bound every read is checked against. */
+static PyObject *text_array(const char *p, int len)
+{
+    PyObject *list = PyList_New(0);
+    if (!list || len < 12)
+        return list;
+    int ndim = be32s(p);
+    Oid elem = (Oid)be32s(p + 8);
+    long count = ndim > 0 ? 1 : 0, off = 12;
+    for (int d = 0; d < ndim && off + 8 <= len; d++, off += 8)
+        count *= be32s(p + off);
+    for (long k = 0; k < count && off + 4 <= len; k++) {
+        int n = be32s(p + off);
+        off += 4;
+        if (n < 0)
+            continue; /* a NULL element */
+        if (n > len - off)
+            break;
+        PyObject *v = text_value(p + off, n, elem);
+        if (!v || PyList_Append(list, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(v);
+        off += n;
+    }
+    return list;
+}
+
 static int append_value(struct column *c, Py_ssize_t row, PGresult *res, int col, PyObject *interned)
 {
     if (c->kind == COL_OTHER)
@@ -376,6 +421,12 @@ static int append_value(struct column *c, Py_ssize_t row, PGresult *res, int col
     }
     const char *p = PQgetvalue(res, 0, col);
     int len = PQgetlength(res, 0, col);
+    if (c->kind == COL_TEXT_ARRAY) {
+        PyObject *v = is_null ? (Py_INCREF(Py_None), Py_None) : text_array(p, len);
+        int rc = v ? PyList_Append(c->texts, v) : -1;
+        Py_XDECREF(v);
+        return rc;
+    }
     if (c->kind == COL_TEXT) {
         PyObject *v;
         if (is_null) {
@@ -436,7 +487,8 @@ static int new_columns(PGresult *res, struct column **cols, int *ncols)
     for (int i = 0; i < *ncols; i++) {
         (*cols)[i].type = PQftype(res, i);
         (*cols)[i].kind = kind_of((*cols)[i].type);
-        if ((*cols)[i].kind == COL_TEXT && !((*cols)[i].texts = PyList_New(0)))
+        if (((*cols)[i].kind == COL_TEXT || (*cols)[i].kind == COL_TEXT_ARRAY) &&
+            !((*cols)[i].texts = PyList_New(0)))
             return -1;
     }
     return 0;
@@ -454,7 +506,7 @@ static void free_columns(struct column *cols, int n)
 static const char *kind_name(enum column_kind k)
 {
     return k == COL_INT64 ? "int64" : k == COL_FLOAT64 ? "float64" : k == COL_TIME ? "time"
-           : k == COL_TEXT ? "text" : "unsupported";
+           : k == COL_TEXT ? "text" : k == COL_TEXT_ARRAY ? "text_array" : "unsupported";
 }
 
 static PyObject *columns_result(struct column *cols, int n, PGresult *first, Py_ssize_t rows)
@@ -464,7 +516,7 @@ static PyObject *columns_result(struct column *cols, int n, PGresult *first, Py_
         goto fail;
     for (int i = 0; i < n; i++) {
         PyList_SET_ITEM(names, i, PyUnicode_FromString(PQfname(first, i)));
-        PyObject *data = cols[i].kind == COL_TEXT
+        PyObject *data = cols[i].kind == COL_TEXT || cols[i].kind == COL_TEXT_ARRAY
                              ? (Py_INCREF(cols[i].texts), cols[i].texts)
                              : cols[i].kind == COL_OTHER
                                    ? PyLong_FromUnsignedLong(cols[i].type) /* the type OID */

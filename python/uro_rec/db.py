@@ -120,12 +120,31 @@ def frame_from_sql(query, params, where):
         if kind == "unsupported":
             raise BadArg(f"{where}: column {name} ({field}) has a type (oid {values}) that "
                          f"cannot be an id, a label or a time: cast it in the query")
-        if field == "label" and kind == "text":
+        if field == "label" and kind in ("text", "text_array"):
             raise BadArg(f"{where}: column {name} (label) must be numeric")
-        if field in ("user", "item") and kind in ("float64", "time"):
+        if field == "time" and kind == "text_array":
+            raise BadArg(f"{where}: column {name} (time) must be a timestamp or a number")
+        if field in ("user", "item") and kind in ("float64", "time", "text_array"):
             raise BadArg(f"{where}: column {name} ({field}) must be an integer or text id")
         data[field] = _column(kind, values, rows)
     return pd.DataFrame(data)
+
+
+def sql_columns(query, params, where):
+    """``{sql, Query, Params}`` -> ``(names, [(kind, values, nulls, first_null)], rows)`` for
+    every column of the result, for readers of named columns (uro_rec.features). Kinds as
+    db_columns gives them: int64, float64 (booleans 0/1), time and their numpy arrays; text
+    and text_array (arrays of text as lists of str) as lists; unsupported with the type OID."""
+    if not isinstance(query, str) or not query.strip():
+        raise BadArg(f"{where}: SQL query must be a non-empty binary")
+    params = _sql_params(params, where)
+    with translated():
+        result = _port.db_columns(query, params)
+    rows = result["rows"]
+    cols = [(kind, values if kind in ("text", "text_array", "unsupported")
+             else _column(kind, values, rows), nulls, first)
+            for kind, values, nulls, first in result["columns"]]
+    return result["names"], cols, rows
 
 
 # ---- export --------------------------------------------------------------------------------

@@ -107,6 +107,8 @@ class Entry:
         self.version = version
         self.path = path
         self.kind = algorithms.kind(algorithm)
+        self.features = None  # the feature layout (uro_rec.features) of a feature model
+        self.saved_from = path  # the saved version this entry's model came from, if any
         # Python lists, not numpy arrays: indexing a list gives back the exact
         # Python int/str we were trained with, and is faster per element.
         self.user_ids = list(user_ids)
@@ -157,6 +159,28 @@ class Entry:
         self._params = None         # lazily: hyperparameters of a snapshot entry
         self._item_unit = None      # lazily: normalised item embeddings
         self._cooc = None           # lazily: item x user binary matrix + norms
+
+    def refreshed(self):
+        """After features changed in the DataInfo (update_features): an embedding model's
+        vectors computed again from them (libreco's set_embeddings), this entry's state
+        (observations, metrics, the feature layout) carried over; other models read their
+        DataInfo at every call and are returned as they are. The result is unsaved: its
+        ``path`` is None, so ``publish`` saves it first, and ``saved_from`` names the
+        directory it came from (uro_rec.retrain copies that version's training state)."""
+        if self.path is not None:
+            self.saved_from, self.path = self.path, None
+        if self.kind != "embed":
+            return self
+        model = self.model
+        with self.graph_ctx():
+            model.set_embeddings()
+            model.assign_embedding_oov()
+        new = Entry(self.name, self.algorithm, self.task, model, self.data_info, self.graph,
+                    self.user_ids, self.item_ids, version=self.version)
+        for attr in ("consumed", "trained_consumed", "observed", "observed_seq", "metrics",
+                     "features", "saved_from"):
+            setattr(new, attr, getattr(self, attr))
+        return new
 
     def hyperparameters(self):
         """The libreco constructor's arguments (embed_size, reg, alpha, num_neg...): from the

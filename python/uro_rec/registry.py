@@ -105,6 +105,7 @@ def save(entry):
             "user_ids": entry.user_ids,
             "item_ids": entry.item_ids,
             "metrics": {str(k): float(v) for k, v in (entry.metrics or {}).items()},
+            "features": entry.features,  # the layout user_feats are read with, or None
         }
         for _attempt in range(100):
             existing = [int(d) for d in os.listdir(base) if d.isdigit()]
@@ -179,4 +180,5 @@ def load(name, version=None, path=None):
             meta["user_ids"], meta["item_ids"], version=meta.get("version"), path=directory,
         )
     entry.metrics = meta.get("metrics", {})
+    entry.features = meta.get("features")
     return entry
