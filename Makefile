@@ -5,7 +5,8 @@
 #   make test     everything CI runs: C unit tests (plain, then ASan+UBSan), pytest, the
 #                 term-replay sessions, the model matrix, the ExUnit suite
 #   make demo     the main job: train ALS on generated data through the port, recommend
-#   make bench    latency against the bare echo port, interleaved call by call
+#   make bench    latency against the bare echo port, interleaved call by call; the database
+#                 benchmark; retraining on 10 % new data against full training (bench-retrain)
 #
 # The virtualenv lives outside the checkout (scripts/setup.sh says where); override with
 # URO_REC_VENV=/path. Its interpreter's libpython is the one we link.
@@ -43,7 +44,7 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybrid
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-db check-elixir-newer demo bench bench-db clean
+        test-elixir test-db check-elixir-newer demo bench bench-db bench-retrain clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -58,6 +59,9 @@ bench: setup
 	@$(MAKE) --no-print-directory build
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
+	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
+bench-retrain: setup
+	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
 bench-db: setup
 	@$(MAKE) --no-print-directory build
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)

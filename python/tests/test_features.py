@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import train_capturing
+from conftest import in_fresh_process, train_capturing
 from uro_rec import commands, registry
 from uro_rec.datagen import generate, generate_features
 from uro_rec.errors import BadArg
@@ -163,20 +163,7 @@ def parity_report(model_dir):
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    import json
-    import os
-    import subprocess
-    import sys
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = ("import sys, json; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
-            "import test_features as T;"
-            "sys.__stdout__.write('RESULT' + json.dumps(T.parity_report(sys.argv[3])))")
-    out = subprocess.run([sys.executable, "-c", code, here, os.path.dirname(here),
-                          str(tmp_path_factory.mktemp("parity"))],
-                         capture_output=True, text=True, timeout=1800)
-    assert "RESULT" in out.stdout, out.stderr[-4000:]
-    return json.loads(out.stdout.split("RESULT", 1)[1])
+    return in_fresh_process("test_features", tmp_path_factory.mktemp("parity"))
 
 
 @pytest.mark.parametrize("alg", NOISE_MODELS)

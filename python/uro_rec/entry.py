@@ -109,6 +109,9 @@ class Entry:
         self.kind = algorithms.kind(algorithm)
         self.features = None  # the feature layout (uro_rec.features) of a feature model
         self.saved_from = path  # the saved version this entry's model came from, if any
+        # True when the model was fitted in this process (its optimiser state is in memory:
+        # uro_rec.retrain saves it with the version)
+        self.trained_here = False
         # Python lists, not numpy arrays: indexing a list gives back the exact
         # Python int/str we were trained with, and is faster per element.
         self.user_ids = list(user_ids)
@@ -178,7 +181,7 @@ class Entry:
         new = Entry(self.name, self.algorithm, self.task, model, self.data_info, self.graph,
                     self.user_ids, self.item_ids, version=self.version)
         for attr in ("consumed", "trained_consumed", "observed", "observed_seq", "metrics",
-                     "features", "saved_from"):
+                     "features", "saved_from", "trained_here"):
             setattr(new, attr, getattr(self, attr))
         return new
 

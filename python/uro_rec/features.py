@@ -219,9 +219,11 @@ def _sql_table(query, params, where):
 
 # ---- the training frame -------------------------------------------------------------------
 
-def training_frame(source, spec, where):
+def training_frame(source, spec, where, like=None):
     """The interactions with every declared feature column, ordered by time when given (the
-    sequence models read consumption in order) -> (DataFrame, layout)."""
+    sequence models read consumption in order) -> (DataFrame, layout). ``like``: a saved
+    layout whose multi_sparse widths and dense fill values to keep (a retrain's new data must
+    have the saved version's columns)."""
     declared = {c for side in ("user", "item") for c in spec[side]}
     base, inline = _interactions(source, declared, where)
     values = {}
@@ -236,7 +238,7 @@ def training_frame(source, spec, where):
             else:
                 raise BadArg(f"{where}: feature {col} is a column of no source (the "
                              f"{side}s source or the interaction source)")
-    layout, columns = _convert(spec, values, where)
+    layout, columns = _convert(spec, values, where, like)
     df = pd.concat([base, pd.DataFrame(columns, index=base.index)], axis=1)
     if "time" in df.columns:
         df = df.sort_values("time", kind="stable").drop(columns="time")
@@ -292,7 +294,7 @@ def _base_frame(cols, from_csv, where):
     return pd.DataFrame(frame)
 
 
-def _convert(spec, values, where):
+def _convert(spec, values, where, like=None):
     """Declared raw values -> (layout, {libreco column: values}), columns sorted by name."""
     layout = {"user": {"sparse": [], "dense": [], "multi_sparse": {}},
               "item": {"sparse": [], "dense": [], "multi_sparse": {}}, "dense_fill": {}}
@@ -305,14 +307,16 @@ def _convert(spec, values, where):
                 out[col] = [canonical(v, where, col) for v in raw]
             elif kind == "dense":
                 vals = np.asarray([dense_value(v, where, col) for v in raw], dtype=np.float64)
-                fill = float(np.nanmean(vals)) if np.isfinite(vals).any() else 0.0
+                fill = (like["dense_fill"][col] if like is not None
+                        else float(np.nanmean(vals)) if np.isfinite(vals).any() else 0.0)
                 vals[np.isnan(vals)] = fill
                 layout[side]["dense"].append(col)
                 layout["dense_fill"][col] = fill
                 out[col] = vals.astype(np.float32)
             else:
                 lists = [tag_list(v, where, col) for v in raw]
-                k = max(1, min(MAX_TAGS, max(map(len, lists), default=1)))
+                k = (like[side]["multi_sparse"][col] if like is not None
+                     else max(1, min(MAX_TAGS, max(map(len, lists), default=1))))
                 layout[side]["multi_sparse"][col] = k
                 out.update(_spread(col, k, lists))
     return layout, out

@@ -95,6 +95,9 @@ def save(entry):
             # inference_only: embeddings/variables needed to serve, not the
             # optimiser state; every supported class accepts the keyword.
             entry.model.save(tmp, PREFIX, inference_only=True)
+        from . import retrain  # (it imports this module)
+
+        retrain.save_state(entry, tmp)  # what a later {train, ..., from_version} continues
         if entry.kind == "embed":
             np.savez(os.path.join(tmp, SNAPSHOT), **entry.snapshot_arrays())
         meta = {

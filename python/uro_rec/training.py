@@ -77,6 +77,7 @@ def train(name, spec):
     entry = Entry(name, cls.__name__, task, model, data_info, graph,
                   data_info.user_unique_vals.tolist(), data_info.item_unique_vals.tolist())
     entry.features = layout
+    entry.trained_here = True
     return finish(entry, test_df, ev, spec, time.perf_counter() - started)
 
 
