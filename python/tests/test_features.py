@@ -305,6 +305,9 @@ def test_update_features_changes_scores_and_survives_save_and_load(served):
         commands.save(name)
         commands.load(name)
         assert commands.predict(name, user, items) == pytest.approx(after, rel=1e-6)
+        # and on the loaded model (TwoTower: served from its snapshot until now)
+        commands.update_features(name, {"users": ("rows", [(user, {"country": "de"})])})
+        assert commands.predict(name, user, items) != pytest.approx(after, rel=1e-6)
 
 
 def test_request_feature_errors(served, als):

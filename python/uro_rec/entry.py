@@ -1,14 +1,18 @@
 """A loaded model plus everything precomputed to serve it fast.
 
 An :class:`Entry` is built once, after train or load, and then only read (but for
-``observe``, which adds to the consumed sets). An embedding model loaded from disk is
+``observe``, which adds to the consumed sets and to unknown users' observed items, and
+``update_features``, which rebuilds an embedding model's entry: :meth:`Entry.refreshed`). An embedding model loaded from disk is
 built from its serving snapshot (serving.npz) without libreco, so a restarted port serves
 it in well under a second instead of after TensorFlow's and torch's imports. It
 holds the libreco model, its DataInfo and TF graph, our own id <-> inner-index
 maps (ids keep the exact Python type they were trained with), each user's
 consumed items as a sorted numpy array, the item popularity ranking used for
 cold start and top-ups, and for embedding models contiguous copies of the
-embedding matrices so a recommendation is one mat-vec and one recommend.top_k.
+embedding matrices (with libreco's out-of-vocabulary rows, which predict uses) so a
+recommendation is one mat-vec and one recommend.top_k. Also: the feature layout of a
+feature model, its hyperparameters (read lazily), and whether it was fitted in this process
+(retraining keeps its optimiser state then).
 """
 import contextlib
 import os

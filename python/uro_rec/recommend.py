@@ -16,6 +16,11 @@ libreco's random popular fill), the scoring networks go through libreco's
 recommend_user; both are then deduplicated, filtered and topped up from the
 popularity ranking, in its fixed order.
 
+Users built at request time (``seq``, ``user_feats``, an unknown user's observed items:
+uro_rec.dynamic, uro_rec.foldin) are ranked by the same code as known users: an embedding
+model's user vector goes through the same masks and top_k, a scoring network's through
+its own recommend_user and the same dedupe/filter/top-up.
+
 Cold start for unknown users: ``popular`` (default) is the deterministic
 popularity ranking of the training data (distinct users per item); ``average``
 scores items with the mean user embedding on embedding models and falls back to

@@ -1,7 +1,9 @@
 """Loaded models (in memory) and saved versions (on disk).
 
 Layout: ``<model_dir>/<name>/<version>/`` with libreco's own files (prefix
-``model``) plus ``uro_meta.json``, our sidecar: algorithm, task, version and the
+``model``), ``retrain/`` (the training state a later retrain continues from:
+uro_rec.retrain), ``serving.npz`` for embedding models, plus ``uro_meta.json``, our
+sidecar: algorithm, task, version, metrics, the feature layout (uro_rec.features) and the
 exact user/item id lists. The sidecar exists because libreco's DataInfo keeps ids
 in numpy arrays: int64 ids come back as ``numpy.int64``, bignums and strings as
 pickled objects; our JSON lists give back exactly the Python ints and strs the
