@@ -1,15 +1,20 @@
 # uro_recommender: an Erlang port program serving LibRecommender from an embedded CPython.
 #
-#   make          build priv/uro_recommender (and priv/echo_port, the benchmark's baseline)
+#   make          build priv/uro_recommender (and priv/echo_port, the benchmark's baseline);
+#                 with MIX_APP_PATH set (`mix compile` sets it), lay the port out in
+#                 $(MIX_APP_PATH)/priv too (see "As a Mix dependency" below)
 #   make setup    Debian packages and the Python virtualenv (idempotent; seconds when done)
 #   make test     everything CI runs: C unit tests (plain, then ASan+UBSan), pytest, the
-#                 term-replay sessions, the model matrix, the ExUnit suite
+#                 term-replay sessions, the model matrix, the ExUnit suite, the relocation check,
+#                 a new Mix host depending on this repository (test/host/)
+#   make install PREFIX=DIR   a movable tree: port, python/uro_rec, sql/, venv/ (see below)
 #   make demo     the main job: train ALS on generated data through the port, recommend
 #   make bench    latency against the bare echo port, interleaved call by call; the database
 #                 benchmark; retraining on 10 % new data against full training (bench-retrain)
 #
 # The virtualenv lives outside the checkout (scripts/setup.sh says where); override with
-# URO_REC_VENV=/path. Its interpreter's libpython is the one we link.
+# URO_REC_VENV=/path. Its interpreter's libpython is the one we link, by soname: no path of
+# this machine goes into the binary (the port finds its files at run time: c_src/paths.c).
 
 VERSION  := 0.1.0
 PROTOCOL := 1
@@ -33,18 +38,19 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS   ?= -O2 -g
 CPPFLAGS += -I$(PY_INC) -I$(EI_ROOT)/include -I$(shell pg_config --includedir 2>/dev/null) \
             -DURO_REC_VERSION='"$(VERSION)"' -DURO_REC_PROTOCOL=$(PROTOCOL) \
-            -DURO_REC_DEFAULT_VENV='"$(VENV)"' -DURO_REC_DEFAULT_PYTHON_DIR='"$(TOP)/python"'
-LDLIBS_PY = -L$(PY_LIBDIR) -Wl,-rpath,$(PY_LIBDIR) -lpython$(PY_LDVER) -ldl -lm
+            -DURO_REC_VENV_HASH='"$(VENV_HASH)"' -ffile-prefix-map=$(TOP)=.
+LDLIBS_PY = -L$(PY_LIBDIR) $(PY_RPATH) -lpython$(PY_LDVER) -ldl -lm
 LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
 LDLIBS_PQ = -lpq -lz
 
-PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/term.c c_src/frames.c c_src/pybridge.c \
-            c_src/commands.c c_src/stats.c c_src/check.c c_src/deadline.c c_src/db.c \
-            c_src/copytext.c
+PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_check.c \
+            c_src/frames.c c_src/pybridge.c c_src/commands.c c_src/stats.c c_src/check.c \
+            c_src/deadline.c c_src/db_connection.c c_src/db_columns.c c_src/db_execute.c \
+            c_src/copytext.c c_src/paths.c
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-db check-elixir-newer demo bench bench-db bench-retrain clean
+        test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-retrain clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -71,26 +77,28 @@ setup:
 
 build: priv/uro_recommender priv/echo_port
 
-priv/uro_recommender: $(PORT_SRC) $(HDRS) Makefile
+priv/uro_recommender: $(PORT_SRC) $(HDRS) Makefile python/requirements.txt
 	@mkdir -p priv
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) $(LDLIBS_PY) $(LDLIBS_EI) $(LDLIBS_PQ)
+	$(call ship_libpython,priv)
 
 priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	@mkdir -p priv
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ c_src/echo_port.c c_src/erlcmd.c $(LDLIBS_EI)
 
 # ---- tests ----------------------------------------------------------------------------------
-UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/copytext.c
-TESTS    := test_erlcmd test_term test_copytext
+UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/term_check.c c_src/request.c c_src/copytext.c \
+            c_src/paths.c
+TESTS    := test_erlcmd test_term test_copytext test_paths
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 _build/%: test/c/%.c $(UNIT_SRC) $(HDRS)
 	@mkdir -p _build
-	$(CC) $(CPPFLAGS) -Ic_src -O1 -g $(WARN) -o $@ $< $(UNIT_SRC) $(LDLIBS_PY) $(LDLIBS_EI) -lcmocka
+	$(CC) $(CPPFLAGS) -Ic_src -O1 -g $(WARN) -o $@ $< $(UNIT_SRC) $(LDLIBS_PY) $(TEST_FLAGS) $(LDLIBS_EI) -lz -lcmocka
 
 _build/san/%: test/c/%.c $(UNIT_SRC) $(HDRS)
 	@mkdir -p _build/san
-	$(CC) $(CPPFLAGS) -Ic_src -O1 -g $(SAN) $(WARN) -o $@ $< $(UNIT_SRC) $(LDLIBS_PY) $(LDLIBS_EI) -lcmocka
+	$(CC) $(CPPFLAGS) -Ic_src -O1 -g $(SAN) $(WARN) -o $@ $< $(UNIT_SRC) $(LDLIBS_PY) $(TEST_FLAGS) $(LDLIBS_EI) -lz -lcmocka
 
 test-c: $(addprefix _build/,$(TESTS))
 	@for t in $^; do echo "== $$t"; PYTHONHOME= ./$$t || exit 1; done
@@ -110,8 +118,14 @@ test-replay: build
 test-matrix: build
 	escript test/matrix.escript priv/uro_recommender
 
+# mix.exs is at the top; its compiler runs this Makefile again (a no-op after `build`).
 test-elixir: build
-	cd elixir_stub && URO_REC_PORT=$(TOP)/priv/uro_recommender mix test
+	URO_REC_PORT=$(TOP)/priv/uro_recommender mix test
+
+# A new Mix host with the one dependency line: compile, run, mix release, Oban, git form
+# (test/host/host_test.sh; about a minute: it builds the port from a fresh copy).
+test-host:
+	bash test/host/host_test.sh
 
 # elixir_stub on a newer Elixir (1.18 in a Debian trixie chroot); not part of `make test`.
 check-elixir-newer:
@@ -121,8 +135,85 @@ check-elixir-newer:
 test-db: build
 	escript test/db_test.escript priv/uro_recommender
 
-test-all: build test-c test-sanitize test-python test-replay test-db test-matrix test-elixir
+test-all: build test-c test-sanitize test-python test-replay test-db test-matrix test-elixir \
+          test-relocate test-host
 	@echo "make test: all suites passed"
 
 clean:
-	rm -rf _build priv/uro_recommender priv/echo_port
+	rm -rf _build priv/uro_recommender priv/echo_port priv/lib
+
+# ---- relocatable runtime, install, the image recipe's checks ---------------------------------
+# (docs/OPERATIONS.md; the lookup itself is c_src/paths.c.) The one thing compiled in is the
+# hash naming the developer's cached virtualenv, which is not a path.
+VENV_HASH := $(shell bash scripts/setup.sh --hash)
+# libpython: linked by soname, found by the dynamic linker in the system library path
+# (Debian's python3.11). When it is not there (a pyenv python via URO_REC_PYTHON),
+# scripts/libpython.sh names it: it is copied to lib/ beside the executable and found through
+# the rpath $ORIGIN/lib; the unit tests, which run from _build/ and never travel, get its
+# directory as rpath.
+PY_SHIP := $(shell bash scripts/libpython.sh $(PYTHON))
+ifneq ($(PY_SHIP),)
+PY_RPATH       = -Wl,-rpath,'$$ORIGIN/lib'
+PY_BUILD_RPATH = -Wl,-rpath,$(PY_LIBDIR)
+endif
+# The unit tests never travel: they may name the build's virtualenv (test_term.c's numpy).
+TEST_FLAGS = -DURO_REC_TEST_VENV='"$(VENV)"' $(PY_BUILD_RPATH)
+# $(call ship_libpython,DIR): in a recipe that wrote DIR/uro_recommender.
+ship_libpython = $(if $(PY_SHIP),mkdir -p $(1)/lib && cp -p $(PY_SHIP) $(1)/lib/)
+
+# ---- As a Mix dependency ---------------------------------------------------------------------
+# `mix compile` runs `make` with MIX_APP_PATH set (elixir_make's contract, see mix.exs): the port,
+# python/uro_rec and the SQL files are laid out in $(MIX_APP_PATH)/priv, the directory that
+# Application.app_dir(:uro_recommender, "priv") names, where the pool finds them and which
+# `mix release` copies. For a path or git dependency Mix makes that directory a symlink to this
+# checkout's priv/, which already has that layout (priv/python/uro_rec is a symlink to
+# python/uro_rec, and a release copies through symlinks): nothing is copied then, since each
+# file is its own source (the `-ef` test). Otherwise (build_embedded, or MIX_APP_PATH given by
+# hand) each file is copied when its source is newer.
+ifneq ($(strip $(MIX_APP_PATH)),)
+MIX_PRIV  := $(MIX_APP_PATH)/priv
+MIX_FILES := $(MIX_PRIV)/uro_recommender \
+             $(patsubst python/%,$(MIX_PRIV)/python/%,$(wildcard python/uro_rec/*.py)) \
+             $(patsubst priv/%,$(MIX_PRIV)/%,$(wildcard priv/sql/*.sql)) \
+             $(if $(PY_SHIP),$(MIX_PRIV)/lib/$(notdir $(PY_SHIP)))
+build: $(MIX_FILES)
+
+# Replaces $@ by a rename (a running port keeps its inode). A dangling symlink where the
+# directory belongs (Mix's copy of priv/ copies priv/python/uro_rec's link as it is) goes first.
+mix_copy_from = @[ -e "$(@D)" ] || rm -f "$(@D)"; [ "$(1)" -ef "$@" ] || { mkdir -p "$(@D)" && \
+                cp "$(1)" "$@.tmp" && chmod $(2) "$@.tmp" && mv -f "$@.tmp" "$@" && echo "install $@"; }
+mix_copy = $(call mix_copy_from,$<,$(1))
+
+$(MIX_PRIV)/uro_recommender: priv/uro_recommender
+	$(call mix_copy,755)
+$(MIX_PRIV)/python/uro_rec/%.py: python/uro_rec/%.py
+	$(call mix_copy,644)
+$(MIX_PRIV)/sql/%.sql: priv/sql/%.sql
+	$(call mix_copy,644)
+$(MIX_PRIV)/lib/%: priv/uro_recommender
+	$(call mix_copy_from,priv/lib/$*,644)
+endif
+
+# make install PREFIX=DIR [INSTALL_VENV=copy|link]: executable, python/uro_rec, sql/, venv/
+# (and lib/ when libpython travels) in one movable tree; scripts/install.sh. INSTALL_VENV=link
+# hard-links the 2.5 GB virtualenv instead of copying it (same file system; for tests).
+# install-tree is the same without the set-up (the image recipe brings its own VENV=).
+INSTALL_VENV ?= copy
+.PHONY: install install-tree test-relocate check-clean-debian
+install: setup
+	@$(MAKE) --no-print-directory install-tree
+install-tree: build
+	@test -n "$(PREFIX)" || { echo "usage: make install PREFIX=DIR [INSTALL_VENV=link]" >&2; exit 2; }
+	bash scripts/install.sh "$(PREFIX)" "$(VENV)" $(INSTALL_VENV)
+
+# Install to A, mv A B, hide the checkout and the developer cache (tmpfs in a mount
+# namespace): the replay sessions pass against B, and the lookup shows B's paths.
+test-relocate: build
+	bash test/relocate.sh "$(VENV)"
+
+# The image recipe's final stage in a clean Debian 12 root (debootstrap, cached outside the
+# checkout): deploy/runtime-packages only, the installed tree, the replay sessions and a
+# database round trip against 127.0.0.1:5432. Minutes; not part of `make test`; as root.
+check-clean-debian: setup
+	@$(MAKE) --no-print-directory build
+	bash scripts/clean_debian.sh "$(VENV)"

@@ -15,7 +15,7 @@ supported, and the warning is silenced here. sqlalchemy: the same through
 ``create_engine("postgresql+psycopg://...")``, which is the path pandas documents.
 
 --export-table: the export's database side without the port: random top-n lists for
-``--users`` users written with the statements ``uro_rec.db.write_lists`` sends for
+``--users`` users written with the statements ``uro_rec.export.write_lists`` sends for
 ``method => insert`` (the first version's; DELETE the batch's users, INSERT ... SELECT FROM
 unnest(...) ON CONFLICT DO UPDATE, one transaction per batch, the same array literals), from
 psycopg. It separates what the database
@@ -90,7 +90,7 @@ def export(a):
     import psycopg
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-    from uro_rec.db import _array_literal, _number_literal
+    from uro_rec.export import array_literal, number_literal
 
     table = a.export_table
     # write_lists' statements for method => insert, with psycopg's placeholders
@@ -116,9 +116,9 @@ def export(a):
         if not bu:
             return
         t0 = time.perf_counter()
-        p1 = [model, _array_literal(bu)]
-        p2 = [model, 1, _array_literal(us), _number_literal(rs), _array_literal(its),
-              _number_literal(ss)]
+        p1 = [model, array_literal(bu)]
+        p2 = [model, 1, array_literal(us), number_literal(rs), array_literal(its),
+              number_literal(ss)]
         t1 = time.perf_counter()
         with conn.transaction():
             conn.execute(delete, p1, prepare=False)
@@ -155,7 +155,7 @@ def insert_variants(a):
     import psycopg
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-    from uro_rec.db import _array_literal, _number_literal
+    from uro_rec.export import array_literal, number_literal
 
     table = f"uro_bench_variants_{os.getpid()}"
     rows = a.users * a.n
@@ -164,7 +164,7 @@ def insert_variants(a):
     rs = [k % a.n + 1 for k in range(rows)]
     its = [str(rnd.randrange(5000)) for _ in range(rows)]
     ss = [rnd.random() for _ in range(rows)]
-    lits = ["m", 1, _array_literal(us), _number_literal(rs), _array_literal(its), _number_literal(ss)]
+    lits = ["m", 1, array_literal(us), number_literal(rs), array_literal(its), number_literal(ss)]
     ins = (f"INSERT INTO {table} (model, user_id, rank, item_id, score, model_version) "
            f"SELECT %s, u, r, i, s, %s FROM unnest(%s::TEXT[], %s::INT8[], %s::TEXT[], "
            f"%s::FLOAT8[]) AS x(u, r, i, s)")
@@ -189,7 +189,7 @@ def insert_variants(a):
             out[key] = time.perf_counter() - t0
         t0 = time.perf_counter()
         conn.execute(f"DELETE FROM {table} WHERE model = 'm' AND user_id = ANY(%s::TEXT[])",
-                     [_array_literal([str(u) for u in range(a.users)])], prepare=False)
+                     [array_literal([str(u) for u in range(a.users)])], prepare=False)
         out["delete"] = time.perf_counter() - t0
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {table}")

@@ -1,9 +1,12 @@
 /*
  * check.c: the --check self-test (see check.h).
  *
- * Starts the interpreter exactly as the port does, then imports LibRecommender and every
- * model family the port serves, and proves the model directory writable. It reports how long
- * start-up took and the resident memory afterwards, the figures docs/OPERATIONS.md quotes.
+ * Prints where each file was looked up and found (paths.c), starts the interpreter exactly as
+ * the port does, then imports LibRecommender and every model family the port serves
+ * (uro_rec.algorithms names them), checks that Python picked the same SQL files as the lookup,
+ * and proves the model directory writable. It reports how long start-up took and the resident
+ * memory afterwards, the figures docs/OPERATIONS.md quotes. It also owns say(), the human
+ * output of --help, --version, --paths and --check.
  */
 #define _GNU_SOURCE
 #include "check.h"
@@ -11,20 +14,28 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Classes of libreco.algorithms the port trains (docs/PROTOCOL.md lists the same). */
-static const char *families[] = {
-    "UserCF", "ItemCF", "RsUserCF", "RsItemCF", "Swing", "ALS", "BPR", "SVD", "SVDpp", "NCF",
-    "Item2Vec", "DeepWalk", "NGCF", "LightGCN", "RNN4Rec", "Caser", "WaveNet",
-    "YouTubeRetrieval", "TwoTower", "PinSage", "GraphSage", "FM", "WideDeep", "DeepFM",
-    "AutoInt", "DIN", "YouTubeRanking", "Transformer", "SIM",
-};
-
 static int failures;
+
+/* --help, --version and --check are for a person at a terminal, never for a port: they write
+ * to fd 1 with write(2) directly. In port mode nothing but erlcmd_send writes there. */
+void say(const char *fmt, ...)
+{
+    char line[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n > 0 && write(STDOUT_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
+        return;
+}
 
 static void report(int ok, const char *what, const char *detail)
 {
@@ -58,19 +69,38 @@ static PyObject *check_import(const char *module, const char *label)
     return m;
 }
 
+/* The classes of libreco.algorithms the port trains, as uro_rec.algorithms.SUPPORTED names
+ * them (the one list; docs/PROTOCOL.md shows it to people). A new reference to a list of
+ * str, or NULL with the exception set. */
+static PyObject *served_families(void)
+{
+    PyObject *m = PyImport_ImportModule("uro_rec.algorithms");
+    PyObject *table = m ? PyObject_GetAttrString(m, "SUPPORTED") : NULL;
+    PyObject *names = table ? PySequence_List(table) : NULL; /* a dict: its keys */
+    Py_XDECREF(table);
+    Py_XDECREF(m);
+    return names;
+}
+
 static void check_families(void)
 {
     PyObject *algorithms = check_import("libreco.algorithms", "libreco.algorithms");
     if (!algorithms)
         return;
-    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
-        PyObject *cls = PyObject_GetAttrString(algorithms, families[i]);
+    PyObject *families = served_families();
+    if (!families)
+        report_python_failure("uro_rec.algorithms.SUPPORTED");
+    for (Py_ssize_t i = 0; families && i < PyList_GET_SIZE(families); i++) {
+        PyObject *name = PyList_GET_ITEM(families, i);
+        PyObject *cls = PyObject_GetAttr(algorithms, name);
+        const char *family = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
         if (cls)
-            report(1, families[i], "importable");
+            report(1, family ? family : "?", "importable");
         else
-            report_python_failure(families[i]);
+            report_python_failure(family ? family : "?");
         Py_XDECREF(cls);
     }
+    Py_XDECREF(families);
     Py_DECREF(algorithms);
 }
 
@@ -101,16 +131,37 @@ static void check_model_dir(const char *dir)
     report(ok, "model directory writable", dir);
 }
 
-int check_main(const struct pybridge_config *py)
+/* apply_schema's default directory (python/uro_rec/schema.py's own rule) must be the lookup's. */
+static void check_sql_dir(const char *expected)
+{
+    PyObject *schema = PyImport_ImportModule("uro_rec.schema");
+    PyObject *dir = schema ? PyObject_GetAttrString(schema, "SCHEMA_DIR") : NULL;
+    Py_XDECREF(schema);
+    if (!dir || !PyUnicode_Check(dir)) {
+        Py_XDECREF(dir);
+        report_python_failure("SQL files (apply_schema)");
+        return;
+    }
+    char a[PATH_MAX], b[PATH_MAX];
+    const char *got = PyUnicode_AsUTF8(dir);
+    int same = got && expected && realpath(got, a) && realpath(expected, b) && !strcmp(a, b);
+    report(same, "SQL files (apply_schema)", same ? expected : got);
+    if (!same)
+        say("     the lookup above found %s\n", expected ? expected : "none");
+    Py_DECREF(dir);
+}
+
+int check_main(const struct pybridge_config *py, const struct paths *paths)
 {
     say("uro_recommender %s (protocol %d)\n", URO_REC_VERSION, URO_REC_PROTOCOL);
-    say("  venv        %s\n  python dir  %s\n  model dir   %s\n\n", py->venv, py->python_dir,
-        py->model_dir);
+    paths_print(paths, STDOUT_FILENO);
+    say("  model dir   %s\n\n", py->model_dir);
     stats_init();
     long rss_before = stats_resident_kib();
     uint64_t t0 = stats_now_us();
-    char why[2048];
-    if (pybridge_start(py, why, sizeof(why)) < 0) {
+    char why[4096];
+    if (paths_explain_missing(paths, why, sizeof(why)) < 0 ||
+        pybridge_start(py, why, sizeof(why)) < 0) {
         report(0, "interpreter", why);
         return 1;
     }
@@ -129,6 +180,7 @@ int check_main(const struct pybridge_config *py)
     Py_XDECREF(check_import("gensim", "gensim"));
     Py_XDECREF(check_import("recfarm", "recfarm"));
     check_families();
+    check_sql_dir(paths_get(paths, PATHS_SQL_DIR));
     check_model_dir(py->model_dir);
     uint64_t t_all = stats_now_us();
     say("\nstart-up with every model family imported: %llu ms; resident %ld KiB (was %ld KiB "

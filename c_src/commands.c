@@ -1,6 +1,7 @@
 /*
  * commands.c: the dispatch table and the handlers that live in C (see commands.h).
  *
+ * The frame arrives parsed (request.c): a call, or an outcome that says which error to reply.
  * ping and info are answered here. Every other command is a function of the same name in
  * python/uro_rec/commands.py: its arguments are decoded (term.c) into a tuple and passed as
  * they are; shape and type checks beyond the arity are Python's, which names the field.
@@ -10,31 +11,16 @@
 #include "deadline.h"
 #include "frames.h"
 #include "pybridge.h"
+#include "request.h"
 #include "stats.h"
 #include "term.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
-#define COMPRESSED_TAG 80
-#define VERSION_MAGIC 131
-
-#define MAX_COMMAND_NAME 64
-
-/* One call, as parsed from its frame. Slices point into the frame. */
-struct call {
-    const char *frame;
-    size_t len;
-    const char *ref;
-    int ref_len;
-    char name[MAX_COMMAND_NAME];
-    int n_args;        /* elements after the name; 0 for a bare atom */
-    int args_index;    /* where the first argument starts */
-    long timeout_ms;   /* from CallOpts; 0 when none */
-};
-
+/* A handler replies, and returns the reply's error kind: NULL for {ok, _}. Every function
+ * here that replies returns it the same way, under the name kind, for stats_record. */
 typedef const char *(*command_fn)(const struct call *call);
 
 struct command {
@@ -93,11 +79,11 @@ static const char *run_ping(const struct call *call)
 static const char *reply_python_error(const struct call *call)
 {
     PyObject *detail = NULL;
-    const char *kind = pybridge_take_error(&detail);
-    const char *sent = detail ? frames_reply_error_py(call->ref, call->ref_len, kind, detail)
-                              : frames_reply_error(call->ref, call->ref_len, kind, "no detail");
+    const char *raised = pybridge_take_error(&detail);
+    const char *kind = detail ? frames_reply_error_py(call->ref, call->ref_len, raised, detail)
+                              : frames_reply_error(call->ref, call->ref_len, raised, "no detail");
     Py_XDECREF(detail);
-    return sent;
+    return kind;
 }
 
 static const char *run_info(const struct call *call)
@@ -109,7 +95,7 @@ static const char *run_info(const struct call *call)
     Py_XDECREF(empty);
     if (!info)
         return reply_python_error(call);
-    const char *sent;
+    const char *kind;
     PyObject *k_version = term_make_atom("version", 7);
     PyObject *k_protocol = term_make_atom("protocol", 8);
     PyObject *v_version = PyUnicode_FromString(URO_REC_VERSION);
@@ -118,16 +104,16 @@ static const char *run_info(const struct call *call)
         PyDict_SetItem(info, k_version, v_version) < 0 ||
         PyDict_SetItem(info, k_protocol, v_protocol) < 0 || stats_fill(info) < 0) {
         PyErr_Clear();
-        sent = frames_reply_error(call->ref, call->ref_len, "internal", "info: cannot build");
+        kind = frames_reply_error(call->ref, call->ref_len, "internal", "info: cannot build");
     } else {
-        sent = frames_reply_ok(call->ref, call->ref_len, info);
+        kind = frames_reply_ok(call->ref, call->ref_len, info);
     }
     Py_XDECREF(k_version);
     Py_XDECREF(k_protocol);
     Py_XDECREF(v_version);
     Py_XDECREF(v_protocol);
     Py_DECREF(info);
-    return sent;
+    return kind;
 }
 
 static const char *call_python(const struct call *call, const char *module, const char *fn,
@@ -189,9 +175,9 @@ static const char *call_python(const struct call *call, const char *module, cons
                                       call->timeout_ms);
         return reply_python_error(call);
     }
-    const char *sent = frames_reply_ok(call->ref, call->ref_len, result);
+    const char *kind = frames_reply_ok(call->ref, call->ref_len, result);
     Py_DECREF(result);
-    return sent;
+    return kind;
 }
 
 /* {fault, Kind}: crash or wedge the interpreter on purpose, for supervision tests. Refused
@@ -206,102 +192,7 @@ static const char *run_fault(const struct call *call)
     return run_python_function(call, "uro_rec.faults", "inject");
 }
 
-/* ---- parsing the call frame ---------------------------------------------------------------- */
-
-static int decode_atom_name(const char *buf, int *index, char *name, size_t n)
-{
-    int type, size;
-    if (ei_get_type(buf, index, &type, &size) < 0 || type != ERL_ATOM_EXT)
-        return -1;
-    char atom[MAXATOMLEN_UTF8];
-    if (ei_decode_atom_as(buf, index, atom, sizeof(atom), ERLANG_UTF8, NULL, NULL) < 0)
-        return -1;
-    if (strlen(atom) >= n)
-        return -1;
-    memcpy(name, atom, strlen(atom) + 1);
-    return 0;
-}
-
-/* Reads timeout_ms from CallOpts (a map or a proplist); other keys are ignored. Returns -1
- * if timeout_ms is there but not a positive integer. */
-static int parse_call_opts(const char *frame, size_t len, int index, struct call *call)
-{
-    int type, size, arity, is_map;
-    ei_get_type(frame, &index, &type, &size);
-    if (type == ERL_MAP_EXT) {
-        ei_decode_map_header(frame, &index, &arity);
-        is_map = 1;
-    } else if (type == ERL_LIST_EXT) {
-        ei_decode_list_header(frame, &index, &arity);
-        is_map = 0;
-    } else {
-        return type == ERL_NIL_EXT ? 0 : -1;
-    }
-    for (int i = 0; i < arity; i++) {
-        int pair_arity = 2, element = index;
-        if (!is_map && (ei_decode_tuple_header(frame, &index, &pair_arity) < 0 || pair_arity != 2)) {
-            index = element; /* not a {Key, Value}: skip the whole element */
-            if (term_skip(frame, len, &index) < 0)
-                return -1;
-            continue;
-        }
-        char key[MAX_COMMAND_NAME];
-        int key_index = index;
-        int is_timeout = decode_atom_name(frame, &index, key, sizeof(key)) == 0 &&
-                         strcmp(key, "timeout_ms") == 0;
-        if (!is_timeout) {
-            index = key_index;
-            if (term_skip(frame, len, &index) < 0 || term_skip(frame, len, &index) < 0)
-                return -1;
-            continue;
-        }
-        long v;
-        if (ei_decode_long(frame, &index, &v) < 0 || v <= 0)
-            return -1;
-        call->timeout_ms = v;
-    }
-    return 0;
-}
-
-/* Fills call from a validated frame; -1 if the frame is not a call, 1 if it is a call but
- * the command is not a name, 2 if its CallOpts are malformed. */
-static int parse_call(const char *frame, size_t len, struct call *call)
-{
-    int index = 0, arity, version;
-    char tag[8];
-    memset(call, 0, sizeof(*call));
-    call->frame = frame;
-    call->len = len;
-    if (ei_decode_version(frame, &index, &version) < 0 ||
-        ei_decode_tuple_header(frame, &index, &arity) < 0 || (arity != 3 && arity != 4) ||
-        decode_atom_name(frame, &index, tag, sizeof(tag)) < 0 || strcmp(tag, "call") != 0)
-        return -1;
-    call->ref = frame + index;
-    if (term_skip(frame, len, &index) < 0)
-        return -1;
-    call->ref_len = (int)(frame + index - call->ref);
-
-    /* Command: an atom, or a tuple whose first element is an atom. CallOpts (the fourth
-     * element) is parsed last: timeout_ms; other keys are left for later protocol versions. */
-    int cmd_index = index, cmd_arity;
-    if (ei_decode_tuple_header(frame, &index, &cmd_arity) == 0) {
-        if (cmd_arity < 1)
-            return 1;
-        call->n_args = cmd_arity - 1;
-    } else {
-        index = cmd_index;
-        call->n_args = 0;
-    }
-    if (decode_atom_name(frame, &index, call->name, sizeof(call->name)) < 0)
-        return 1; /* a call, but the command is not a name: unknown_command */
-    call->args_index = index;
-    if (arity == 4) {
-        index = cmd_index;
-        if (term_skip(frame, len, &index) < 0 || parse_call_opts(frame, len, index, call) < 0)
-            return 2;
-    }
-    return 0;
-}
+/* ---- serving a frame ------------------------------------------------------------------------ */
 
 static const char *dispatch(const struct call *call, const struct command *cmd)
 {
@@ -318,105 +209,43 @@ static const char *dispatch(const struct call *call, const struct command *cmd)
     return cmd->run(call);
 }
 
-static size_t frame_limit = 64u << 20;
+static size_t frame_limit = DEFAULT_MAX_FRAME;
 
 void commands_set_frame_limit(size_t limit)
 {
     frame_limit = limit;
 }
 
-/* term_to_binary(T, [compressed]) is <<131, 80, Size:32, ZlibData>>. Inflates it into a plain
- * <<131, Term>> frame in *out (caller frees). Returns 0, or -1 with why set. The size the
- * sender claims is checked against the frame limit before anything is allocated. */
-static int inflate_frame(const char *frame, size_t len, char **out, size_t *out_len,
-                         const char **why)
-{
-    const unsigned char *p = (const unsigned char *)frame;
-    if (len < 6) {
-        *why = "truncated compressed term";
-        return -1;
-    }
-    uLongf size = ((uLongf)p[2] << 24) | ((uLongf)p[3] << 16) | ((uLongf)p[4] << 8) | p[5];
-    if (size + 1 > frame_limit) {
-        *why = "compressed term inflates past the frame limit";
-        return -1;
-    }
-    char *buf = malloc(size + 1);
-    if (!buf) {
-        *why = "out of memory inflating a compressed term";
-        return -1;
-    }
-    buf[0] = (char)VERSION_MAGIC;
-    uLongf got = size;
-    if (uncompress((Bytef *)buf + 1, &got, p + 6, (uLong)(len - 6)) != Z_OK || got != size) {
-        free(buf);
-        *why = "compressed term does not inflate to its stated size";
-        return -1;
-    }
-    *out = buf;
-    *out_len = size + 1;
-    return 0;
-}
-
-static void handle_plain_frame(const char *frame, size_t len, uint64_t start);
+/* What a request that is not a servable call is answered with, and the name its latency is
+ * counted under in info. */
+static const struct {
+    const char *kind;
+    const char *counted_as;
+} refusals[] = {
+    [REQUEST_BAD_FRAME] = {"bad_frame", "bad_frame"},
+    [REQUEST_TOO_DEEP] = {"badarg", "bad_frame"},
+    [REQUEST_NOT_A_COMMAND] = {"unknown_command", "unknown_command"},
+    [REQUEST_BAD_CALL_OPTS] = {"badarg", "bad_frame"},
+};
 
 void commands_handle_frame(const char *frame, size_t len)
 {
-    uint64_t start = stats_now_us();
-    if (len >= 2 && (unsigned char)frame[0] == VERSION_MAGIC &&
-        (unsigned char)frame[1] == COMPRESSED_TAG) {
-        char *plain;
-        size_t plain_len;
-        const char *why;
-        if (inflate_frame(frame, len, &plain, &plain_len, &why) < 0) {
-            stats_record("bad_frame", 0, frames_reply_error(NULL, 0, "bad_frame", "%s", why));
-            return;
-        }
-        /* Once only, as binary_to_term: a compressed term inside is a bad frame. */
-        handle_plain_frame(plain, plain_len, start);
-        free(plain);
-        return;
-    }
-    handle_plain_frame(frame, len, start);
-}
-
-/* A frame holding a plain <<131, Term>>; start is when it arrived (inflating counts). */
-static void handle_plain_frame(const char *frame, size_t len, uint64_t start)
-{
-    struct term_error err = {0};
+    uint64_t start = stats_now_us(); /* inflating and parsing count */
     struct call call;
-    const char *name = "bad_frame";
-    const char *kind;
-
-    if (term_validate(frame, len, &err) < 0) {
-        /* Too deep is the caller's mistake, not a broken frame: answer its Ref if we can. */
-        const char *ref = NULL;
-        int ref_len = 0;
-        if (strcmp(err.kind, "badarg") != 0 || term_find_call_ref(frame, len, &ref, &ref_len) < 0)
-            kind = frames_reply_error(NULL, 0, "bad_frame", "%s", err.message);
-        else
-            kind = frames_reply_error(ref, ref_len, "badarg", "%s", err.message);
+    enum request_outcome outcome = request_parse(frame, len, frame_limit, &call);
+    const char *name, *kind;
+    if (outcome == REQUEST_CALL) {
+        const struct command *cmd = find_command(call.name);
+        name = cmd ? cmd->name : "unknown_command";
+        frames_set_current_ref(call.ref, call.ref_len);
+        kind = dispatch(&call, cmd);
+        frames_set_current_ref(NULL, 0);
     } else {
-        int parsed = parse_call(frame, len, &call);
-        if (parsed < 0) {
-            kind = frames_reply_error(NULL, 0, "bad_frame",
-                                      "expected {call, Ref, Command} or {call, Ref, Command, Opts}");
-        } else if (parsed == 1) {
-            name = "unknown_command";
-            kind = frames_reply_error(call.ref, call.ref_len, "unknown_command",
-                                      "a command is an atom or a tuple starting with one");
-        } else if (parsed == 2) {
-            kind = frames_reply_error(call.ref, call.ref_len, "badarg",
-                                      "CallOpts must be a map or a proplist, and timeout_ms "
-                                      "in it a positive integer");
-        } else {
-            const struct command *cmd = find_command(call.name);
-            name = cmd ? cmd->name : "unknown_command";
-            frames_set_current_ref(call.ref, call.ref_len);
-            kind = dispatch(&call, cmd);
-            frames_set_current_ref(NULL, 0);
-        }
+        name = refusals[outcome].counted_as;
+        kind = frames_reply_error(call.ref, call.ref_len, refusals[outcome].kind, "%s",
+                                  call.why);
     }
+    request_release(&call);
     stats_record(name, stats_now_us() - start, kind);
 }
 

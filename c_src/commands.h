@@ -1,8 +1,8 @@
 /*
  * commands.h: one request frame in, exactly one reply frame out.
  *
- * Parses {call, Ref, Command} and {call, Ref, Command, CallOpts}, finds Command in the
- * dispatch table, runs it, and replies. Nothing a client sends can make it skip the reply.
+ * request.c turns the frame into a call; here Command is found in the dispatch table, run,
+ * and answered, or the frame's refusal is. Nothing a client sends can make it skip the reply.
  */
 #ifndef URO_COMMANDS_H
 #define URO_COMMANDS_H
@@ -10,6 +10,9 @@
 #include <stddef.h>
 
 void commands_handle_frame(const char *frame, size_t len);
+
+/* The --max-frame default (main.c): larger request frames are dropped unread (erlcmd.c). */
+#define DEFAULT_MAX_FRAME (64u * 1024 * 1024)
 
 /* Compressed terms may not inflate past this (the --max-frame limit). */
 void commands_set_frame_limit(size_t limit);

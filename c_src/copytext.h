@@ -4,12 +4,12 @@
  * An export writes about ten rows per user, each "model \t user \t rank \t item \t score \t
  * version \n". Formatting them in Python costs about 1 us a row, as much as computing the
  * lists; here it is a few memcpy calls and one float repr a row. Python reaches it as
- * _uro_port.copy_rows (python/uro_rec/db.py is its only caller).
+ * _uro_port.copy_rows (python/uro_rec/export.py, through db.copy_rows, is its only caller).
  */
 #ifndef URO_COPYTEXT_H
 #define URO_COPYTEXT_H
 
-#include "term.h"
+#include "pytypes.h"
 
 /* Writes src[0..len) to dst with COPY text escapes (backslash, tab, newline, carriage
  * return); dst has room for 2 * len bytes. Returns the bytes written. */

@@ -11,7 +11,7 @@
 #ifndef URO_DEADLINE_H
 #define URO_DEADLINE_H
 
-#include "term.h"
+#include "pytypes.h"
 #include <stdint.h>
 
 int deadline_start(void);                    /* starts the watchdog thread; 0 or -1 */

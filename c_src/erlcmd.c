@@ -8,6 +8,8 @@
  */
 #include "erlcmd.h"
 
+#include "bigendian.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +18,6 @@
 #define HEADER 4
 #define INITIAL_CAP (64 * 1024)
 #define READ_CHUNK (64 * 1024)
-
-static uint32_t read_be32(const char *p)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    return ((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) | u[3];
-}
 
 void erlcmd_init(struct erlcmd *cmd, int in_fd, int out_fd, size_t max_frame,
                  erlcmd_handler handler, void *cookie)
@@ -70,7 +66,7 @@ static void dispatch_frames(struct erlcmd *cmd)
 {
     size_t at = 0;
     while (cmd->len - at >= HEADER) {
-        uint32_t frame_len = read_be32(cmd->buf + at);
+        uint32_t frame_len = be32(cmd->buf + at);
         if (frame_len > cmd->max_frame) {
             /* Drop the header and whatever of the payload we already hold. */
             size_t held = cmd->len - at - HEADER;
@@ -96,7 +92,7 @@ int erlcmd_process(struct erlcmd *cmd)
     /* Read enough for the frame we are in the middle of, at least one chunk. */
     size_t want = READ_CHUNK;
     if (!cmd->discarding && cmd->len >= HEADER) {
-        uint32_t frame_len = read_be32(cmd->buf);
+        uint32_t frame_len = be32(cmd->buf);
         if (frame_len <= cmd->max_frame && HEADER + (size_t)frame_len > cmd->len)
             want = HEADER + (size_t)frame_len - cmd->len;
     }
@@ -139,7 +135,8 @@ int erlcmd_send(struct erlcmd *cmd, const char *data, size_t len)
 {
     /* One write for small frames: header and payload leave together. */
     char small[HEADER + 4096];
-    char header[HEADER] = {(char)(len >> 24), (char)(len >> 16), (char)(len >> 8), (char)len};
+    char header[HEADER];
+    put_be32(header, (uint32_t)len);
     if (len <= sizeof(small) - HEADER) {
         memcpy(small, header, HEADER);
         memcpy(small + HEADER, data, len);

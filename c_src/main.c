@@ -21,13 +21,13 @@
 #include "pybridge.h"
 #include "stats.h"
 #include "check.h"
+#include "paths.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,39 +35,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifndef URO_REC_DEFAULT_VENV
-#define URO_REC_DEFAULT_VENV ""
-#endif
-#ifndef URO_REC_DEFAULT_PYTHON_DIR
-#define URO_REC_DEFAULT_PYTHON_DIR ""
-#endif
-
-#define DEFAULT_MAX_FRAME (64u * 1024 * 1024)
-
 struct options {
-    char venv[PATH_MAX];
-    char python_dir[PATH_MAX];
+    const char *venv;       /* --venv, NULL when not given (paths.c looks it up) */
+    const char *python_dir; /* --python-dir, likewise */
     char model_dir[PATH_MAX];
     char database_url[4096];
     size_t max_frame;
-    int check;
+    int check, paths_only;
 };
 
 static int signal_pipe[2] = {-1, -1};
 static volatile sig_atomic_t stop_requested; /* frames already read are then not served */
-
-/* --help, --version and --check are for a person at a terminal, never for a port: they write
- * to fd 1 with write(2) directly. In port mode nothing but erlcmd_send writes there. */
-void say(const char *fmt, ...)
-{
-    char line[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (n > 0 && write(STDOUT_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
-        return;
-}
 
 static void usage(void)
 {
@@ -78,18 +56,20 @@ static void usage(void)
         "\n"
         "  --model-dir DIR     where models are saved as DIR/<name>/<version>/\n"
         "                      (env URO_REC_MODEL_DIR; default ~/.local/share/uro_recommender/models)\n"
-        "  --venv DIR          the Python 3.11 virtualenv (env URO_REC_VENV; default %s)\n"
-        "  --python-dir DIR    the directory holding the uro_rec package\n"
-        "                      (env URO_REC_PYTHON_DIR; default ../python beside priv/)\n"
+        "  --venv DIR          the Python 3.11 virtualenv (env URO_REC_VENV; else <exe_dir>/venv,\n"
+        "                      else ~/.cache/uro_recommender/venv-<hash of requirements.txt>)\n"
+        "  --python-dir DIR    the directory holding the uro_rec package (env URO_REC_PYTHON_DIR;\n"
+        "                      else <exe_dir>/python, else <exe_dir>/../python)\n"
         "  --database-url URL  libpq conninfo or URL of CockroachDB/PostgreSQL (env DATABASE_URL);\n"
         "                      nothing connects until a database command needs it\n"
         "  --max-frame BYTES   larger request frames are dropped with {error, {too_large, _}}\n"
         "                      (env URO_REC_MAX_FRAME; default %u)\n"
         "  --check             self-test for a person: interpreter, LibRecommender, every model\n"
         "                      family, model directory; prints start-up time and memory\n"
+        "  --paths             print where each file is looked up and what was found; no Python\n"
         "  --version           print the version and protocol version\n"
         "  --help              this text\n",
-        URO_REC_DEFAULT_VENV, DEFAULT_MAX_FRAME);
+        DEFAULT_MAX_FRAME);
 }
 
 static void copy_path(char *dst, const char *src)
@@ -97,25 +77,11 @@ static void copy_path(char *dst, const char *src)
     snprintf(dst, PATH_MAX, "%s", src);
 }
 
+/* The model dir, the database and the frame limit. The python dir and the virtualenv are
+ * paths.c's lookup, run once the flags are known. */
 static void default_paths(struct options *o)
 {
     const char *env;
-    copy_path(o->venv, (env = getenv("URO_REC_VENV")) && *env ? env : URO_REC_DEFAULT_VENV);
-
-    if ((env = getenv("URO_REC_PYTHON_DIR")) && *env) {
-        copy_path(o->python_dir, env);
-    } else {
-        /* priv/uro_recommender -> ../python, wherever the checkout or release was moved. */
-        char exe[PATH_MAX], guess[PATH_MAX + 32];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        char *slash = n > 0 ? (exe[n] = '\0', strrchr(exe, '/')) : NULL;
-        if (slash)
-            *slash = '\0';
-        snprintf(guess, sizeof(guess), "%s/../python", slash ? exe : ".");
-        if (!slash || !realpath(guess, o->python_dir))
-            copy_path(o->python_dir, URO_REC_DEFAULT_PYTHON_DIR);
-    }
-
     if ((env = getenv("URO_REC_MODEL_DIR")) && *env) {
         copy_path(o->model_dir, env);
     } else {
@@ -149,10 +115,12 @@ static int parse_args(int argc, char **argv, struct options *o)
             o->check = 1;
         } else if (value && strcmp(a, "--model-dir") == 0) {
             copy_path(o->model_dir, argv[++i]);
+        } else if (strcmp(a, "--paths") == 0) {
+            o->paths_only = 1;
         } else if (value && strcmp(a, "--venv") == 0) {
-            copy_path(o->venv, argv[++i]);
+            o->venv = argv[++i];
         } else if (value && strcmp(a, "--python-dir") == 0) {
-            copy_path(o->python_dir, argv[++i]);
+            o->python_dir = argv[++i];
         } else if (value && strcmp(a, "--database-url") == 0) {
             snprintf(o->database_url, sizeof(o->database_url), "%s", argv[++i]);
         } else if (value && strcmp(a, "--max-frame") == 0) {
@@ -256,9 +224,20 @@ int main(int argc, char **argv)
         return 2;
     commands_set_frame_limit(o.max_frame);
     db_configure(o.database_url);
-    struct pybridge_config py = {o.venv, o.python_dir, o.model_dir};
+    static struct paths paths; /* 50 KiB: not on the stack */
+    struct paths_inputs in;
+    paths_inputs_from_process(&in, o.python_dir, o.venv);
+    paths_resolve(&in, &paths);
+    if (o.paths_only) {
+        paths_print(&paths, STDOUT_FILENO);
+        say("  model dir   %s   (--model-dir > URO_REC_MODEL_DIR > "
+            "${XDG_DATA_HOME:-~/.local/share}/uro_recommender/models)\n", o.model_dir);
+        return 0;
+    }
+    struct pybridge_config py = {paths_get(&paths, PATHS_VENV),
+                                 paths_get(&paths, PATHS_PYTHON_DIR), o.model_dir};
     if (o.check)
-        return check_main(&py);
+        return check_main(&py, &paths);
 
     /* From here on the frames have their own descriptor; fd 1 is pointed at fd 2 until the
      * frame writer exists, then at a pipe whose lines become log frames. */
@@ -286,8 +265,9 @@ int main(int argc, char **argv)
     setenv("TF_CPP_MIN_LOG_LEVEL", "2", 0);
 
     uint64_t t0 = stats_now_us();
-    char why[2048];
-    if (pybridge_start(&py, why, sizeof(why)) < 0) {
+    char why[4096];
+    if (paths_explain_missing(&paths, why, sizeof(why)) < 0 ||
+        pybridge_start(&py, why, sizeof(why)) < 0) {
         frames_logf("error", "python did not start: %s", why);
         commands_disable_python(why);
     } else {

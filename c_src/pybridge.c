@@ -2,7 +2,7 @@
  * pybridge.c: the embedded interpreter (see pybridge.h).
  *
  * Python runs on this process's main thread, which holds the GIL while it serves a call (one
- * call at a time). Only the database gives it up (c_src/db.c), around libpq's waits, so
+ * call at a time). Only the database gives it up (c_src/db_execute.c), around libpq's waits, so
  * that an export's Python threads compute while the server writes.
  *
  * The interpreter is told that its executable is <venv>/bin/python; CPython's start-up then
@@ -16,6 +16,7 @@
 #include "db.h"
 #include "deadline.h"
 #include "frames.h"
+#include "term.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -8,7 +8,7 @@
 #ifndef URO_PYBRIDGE_H
 #define URO_PYBRIDGE_H
 
-#include "term.h"
+#include "pytypes.h"
 
 struct pybridge_config {
     const char *venv;        /* virtualenv directory: its bin/python names the interpreter */

@@ -7,6 +7,8 @@
  */
 #include "stats.h"
 
+#include "term.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

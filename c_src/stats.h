@@ -5,7 +5,7 @@
 #ifndef URO_STATS_H
 #define URO_STATS_H
 
-#include "term.h"
+#include "pytypes.h"
 #include <stdint.h>
 
 void stats_init(void);

@@ -1,14 +1,16 @@
 /*
  * term.c: Erlang external term format <-> Python objects (see term.h and docs/PROTOCOL.md).
  *
- * Three parts, in order: a validator that walks a frame with bounds checks (ei's decoders do
- * none, so nothing reaches them unchecked); the decoder, term -> PyObject; the encoder,
- * PyObject -> term into an ei_x_buff. Recursion is bounded by TERM_MAX_DEPTH on both sides.
+ * Two parts, in order: the decoder, term -> PyObject, which reads only what term_check.c's
+ * walk has accepted (ei's decoders check no lengths); the encoder, PyObject -> term into an
+ * ei_x_buff. Then the Atom type. Recursion is bounded by TERM_MAX_DEPTH on both sides.
  *
  * Integers beyond 64 bits are read and written here byte by byte (SMALL_BIG_EXT and
  * LARGE_BIG_EXT are little-endian magnitudes) because ei's bignum support needs GMP.
  */
 #include "term.h"
+
+#include "bigendian.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -16,11 +18,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define VERSION_MAGIC 131
-
 static PyObject *atom_type;
 
-static int fail(struct term_error *err, const char *kind, const char *fmt, ...)
+int term_fail(struct term_error *err, const char *kind, const char *fmt, ...)
 {
     va_list ap;
     err->kind = kind;
@@ -28,257 +28,6 @@ static int fail(struct term_error *err, const char *kind, const char *fmt, ...)
     vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
     return -1;
-}
-
-static uint32_t be32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static uint16_t be16(const unsigned char *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Validation                                                                                 */
-/* ---------------------------------------------------------------------------------------- */
-
-struct cursor {
-    const unsigned char *buf;
-    size_t len;
-    size_t pos;
-    struct term_error *err;
-};
-
-static int need(struct cursor *c, size_t n)
-{
-    if (c->len - c->pos < n)
-        return fail(c->err, "bad_frame", "truncated term at byte %zu", c->pos);
-    return 0;
-}
-
-static int take(struct cursor *c, size_t n)
-{
-    if (need(c, n) < 0)
-        return -1;
-    c->pos += n;
-    return 0;
-}
-
-static int validate_term(struct cursor *c, int depth);
-
-static int validate_atom(struct cursor *c)
-{
-    if (need(c, 1) < 0)
-        return -1;
-    unsigned char tag = c->buf[c->pos++];
-    size_t n;
-    switch (tag) {
-    case ERL_ATOM_EXT:
-    case ERL_ATOM_UTF8_EXT:
-        if (need(c, 2) < 0)
-            return -1;
-        n = be16(c->buf + c->pos);
-        c->pos += 2;
-        break;
-    case ERL_SMALL_ATOM_EXT:
-    case ERL_SMALL_ATOM_UTF8_EXT:
-        if (need(c, 1) < 0)
-            return -1;
-        n = c->buf[c->pos++];
-        break;
-    default:
-        return fail(c->err, "bad_frame", "expected an atom at byte %zu, found tag %u",
-                    c->pos - 1, tag);
-    }
-    if (n > 255 * 4)
-        return fail(c->err, "bad_frame", "atom too long at byte %zu", c->pos);
-    return take(c, n);
-}
-
-/* Pids, ports and references: a node atom and fixed-size fields. */
-static int validate_identifier(struct cursor *c, unsigned char tag)
-{
-    if (tag == ERL_NEWER_REFERENCE_EXT || tag == ERL_NEW_REFERENCE_EXT) {
-        if (need(c, 2) < 0)
-            return -1;
-        size_t words = be16(c->buf + c->pos);
-        c->pos += 2;
-        if (words > 5)
-            return fail(c->err, "bad_frame", "reference with %zu words", words);
-        if (validate_atom(c) < 0)
-            return -1;
-        return take(c, (tag == ERL_NEWER_REFERENCE_EXT ? 4 : 1) + 4 * words);
-    }
-    if (validate_atom(c) < 0)
-        return -1;
-    switch (tag) {
-    case ERL_PID_EXT:        return take(c, 4 + 4 + 1);
-    case ERL_NEW_PID_EXT:    return take(c, 4 + 4 + 4);
-    case ERL_PORT_EXT:       return take(c, 4 + 1);
-    case ERL_NEW_PORT_EXT:   return take(c, 4 + 4);
-    case ERL_V4_PORT_EXT:    return take(c, 8 + 4);
-    case ERL_REFERENCE_EXT:  return take(c, 4 + 1);
-    }
-    return -1;
-}
-
-static int validate_elements(struct cursor *c, uint64_t n, int depth)
-{
-    /* Every element takes at least one byte: a cheap check against lying counts. */
-    if (n > c->len - c->pos)
-        return fail(c->err, "bad_frame", "element count %llu exceeds the frame at byte %zu",
-                    (unsigned long long)n, c->pos);
-    for (uint64_t i = 0; i < n; i++)
-        if (validate_term(c, depth + 1) < 0)
-            return -1;
-    return 0;
-}
-
-static int validate_term(struct cursor *c, int depth)
-{
-    if (depth > TERM_MAX_DEPTH)
-        return fail(c->err, "badarg", "term nested deeper than %d levels", TERM_MAX_DEPTH);
-    if (need(c, 1) < 0)
-        return -1;
-    unsigned char tag = c->buf[c->pos];
-    uint32_t n;
-    switch (tag) {
-    case ERL_SMALL_INTEGER_EXT: return take(c, 2);
-    case ERL_INTEGER_EXT:       return take(c, 5);
-    case ERL_FLOAT_EXT:         return take(c, 32);
-    case NEW_FLOAT_EXT:         return take(c, 9);
-    case ERL_NIL_EXT:           return take(c, 1);
-    case ERL_ATOM_EXT:
-    case ERL_ATOM_UTF8_EXT:
-    case ERL_SMALL_ATOM_EXT:
-    case ERL_SMALL_ATOM_UTF8_EXT:
-        return validate_atom(c);
-    case ERL_SMALL_TUPLE_EXT:
-        if (need(c, 2) < 0)
-            return -1;
-        n = c->buf[c->pos + 1];
-        c->pos += 2;
-        return validate_elements(c, n, depth);
-    case ERL_LARGE_TUPLE_EXT:
-        if (need(c, 5) < 0)
-            return -1;
-        n = be32(c->buf + c->pos + 1);
-        c->pos += 5;
-        return validate_elements(c, n, depth);
-    case ERL_MAP_EXT:
-        if (need(c, 5) < 0)
-            return -1;
-        n = be32(c->buf + c->pos + 1);
-        c->pos += 5;
-        return validate_elements(c, 2 * (uint64_t)n, depth);
-    case ERL_LIST_EXT:
-        if (need(c, 5) < 0)
-            return -1;
-        n = be32(c->buf + c->pos + 1);
-        c->pos += 5;
-        if (validate_elements(c, n, depth) < 0)
-            return -1;
-        return validate_term(c, depth + 1); /* the tail */
-    case ERL_STRING_EXT:
-        if (need(c, 3) < 0)
-            return -1;
-        n = be16(c->buf + c->pos + 1);
-        c->pos += 3;
-        return take(c, n);
-    case ERL_BINARY_EXT:
-        if (need(c, 5) < 0)
-            return -1;
-        n = be32(c->buf + c->pos + 1);
-        c->pos += 5;
-        return take(c, n);
-    case ERL_BIT_BINARY_EXT:
-        if (need(c, 6) < 0)
-            return -1;
-        n = be32(c->buf + c->pos + 1);
-        c->pos += 6;
-        return take(c, n);
-    case ERL_SMALL_BIG_EXT:
-        if (need(c, 3) < 0)
-            return -1;
-        n = c->buf[c->pos + 1];
-        c->pos += 3;
-        return take(c, n);
-    case ERL_LARGE_BIG_EXT:
-        if (need(c, 6) < 0)
-            return -1;
-        n = be32(c->buf + c->pos + 1);
-        c->pos += 6;
-        return take(c, n);
-    case ERL_PID_EXT:
-    case ERL_NEW_PID_EXT:
-    case ERL_PORT_EXT:
-    case ERL_NEW_PORT_EXT:
-    case ERL_V4_PORT_EXT:
-    case ERL_REFERENCE_EXT:
-    case ERL_NEW_REFERENCE_EXT:
-    case ERL_NEWER_REFERENCE_EXT:
-        c->pos++;
-        return validate_identifier(c, tag);
-    case ERL_NEW_FUN_EXT:
-        /* Size counts itself and everything after the tag. */
-        if (need(c, 5) < 0)
-            return -1;
-        n = be32(c->buf + c->pos + 1);
-        if (n < 4)
-            return fail(c->err, "bad_frame", "fun with size %u", n);
-        c->pos += 1;
-        return take(c, n);
-    case ERL_EXPORT_EXT:
-        c->pos++;
-        if (validate_atom(c) < 0 || validate_atom(c) < 0)
-            return -1;
-        return validate_term(c, depth + 1);
-    default:
-        return fail(c->err, "bad_frame", "unsupported term tag %u at byte %zu", tag, c->pos);
-    }
-}
-
-int term_validate(const char *buf, size_t len, struct term_error *err)
-{
-    struct cursor c = {(const unsigned char *)buf, len, 0, err};
-    if (len < 1 || c.buf[0] != VERSION_MAGIC)
-        return fail(err, "bad_frame", "frame does not start with version byte 131");
-    c.pos = 1;
-    if (validate_term(&c, 0) < 0)
-        return -1;
-    if (c.pos != len)
-        return fail(err, "bad_frame", "%zu trailing bytes after the term", len - c.pos);
-    return 0;
-}
-
-int term_find_call_ref(const char *buf, size_t len, const char **ref, int *ref_len)
-{
-    struct term_error ignored;
-    struct cursor c = {(const unsigned char *)buf, len, 0, &ignored};
-    if (len < 3 || c.buf[0] != VERSION_MAGIC || c.buf[1] != ERL_SMALL_TUPLE_EXT ||
-        (c.buf[2] != 3 && c.buf[2] != 4))
-        return -1;
-    c.pos = 3;
-    if (validate_atom(&c) < 0)
-        return -1;
-    size_t start = c.pos;
-    if (validate_term(&c, 1) < 0)
-        return -1;
-    *ref = buf + start;
-    *ref_len = (int)(c.pos - start);
-    return 0;
-}
-
-int term_skip(const char *buf, size_t len, int *index)
-{
-    struct term_error ignored;
-    struct cursor c = {(const unsigned char *)buf, len, (size_t)*index, &ignored};
-    if (*index < 0 || (size_t)*index > len || validate_term(&c, 0) < 0)
-        return -1;
-    *index = (int)c.pos;
-    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -306,7 +55,7 @@ static PyObject *decode_atom(const char *buf, int *index, struct term_error *err
 {
     char name[MAXATOMLEN_UTF8];
     if (ei_decode_atom_as(buf, index, name, sizeof(name), ERLANG_UTF8, NULL, NULL) < 0) {
-        fail(err, "badarg", "atom is not valid UTF-8");
+        term_fail(err, "badarg", "atom is not valid UTF-8");
         return NULL;
     }
     if (strcmp(name, "true") == 0)
@@ -345,7 +94,7 @@ static PyObject *decode_binary(const char *buf, int *index, struct term_error *e
 {
     const unsigned char *p = (const unsigned char *)buf + *index;
     if (p[0] == ERL_BIT_BINARY_EXT) {
-        fail(err, "badarg", "bitstring that is not a whole number of bytes");
+        term_fail(err, "badarg", "bitstring that is not a whole number of bytes");
         return NULL;
     }
     Py_ssize_t n = (Py_ssize_t)be32(p + 1);
@@ -389,7 +138,7 @@ static PyObject *decode_list(const char *buf, int *index, int depth, struct term
         return NULL;
     if ((unsigned char)buf[*index] != ERL_NIL_EXT) {
         Py_DECREF(list);
-        fail(err, "badarg", "improper list");
+        term_fail(err, "badarg", "improper list");
         return NULL;
     }
     (*index)++;
@@ -425,7 +174,7 @@ static PyObject *decode_map(const char *buf, int *index, int depth, struct term_
         if (rc < 0) {
             if (key && value && PyErr_ExceptionMatches(PyExc_TypeError)) {
                 PyErr_Clear();
-                fail(err, "badarg", "map key that Python cannot hash (a list or a map)");
+                term_fail(err, "badarg", "map key that Python cannot hash (a list or a map)");
             }
             Py_DECREF(dict);
             return NULL;
@@ -434,16 +183,37 @@ static PyObject *decode_map(const char *buf, int *index, int depth, struct term_
     return dict;
 }
 
-static PyObject *refuse(struct term_error *err, const char *what)
+static PyObject *decode_float(const char *buf, int *index, struct term_error *err)
 {
-    fail(err, "badarg", "%s cannot cross to Python", what);
+    double d;
+    if (ei_decode_double(buf, index, &d) < 0) {
+        term_fail(err, "badarg", "unreadable float");
+        return NULL;
+    }
+    return PyFloat_FromDouble(d);
+}
+
+/* Pids, ports, references and funs have no Python counterpart; other tags are unknown. */
+static PyObject *refuse(unsigned char tag, struct term_error *err)
+{
+    const char *what =
+        tag == ERL_PID_EXT || tag == ERL_NEW_PID_EXT ? "a pid"
+        : tag == ERL_PORT_EXT || tag == ERL_NEW_PORT_EXT || tag == ERL_V4_PORT_EXT ? "a port"
+        : tag == ERL_REFERENCE_EXT || tag == ERL_NEW_REFERENCE_EXT ||
+                  tag == ERL_NEWER_REFERENCE_EXT ? "a reference"
+        : tag == ERL_NEW_FUN_EXT || tag == ERL_EXPORT_EXT ? "a fun"
+        : NULL;
+    if (what)
+        term_fail(err, "badarg", "%s cannot cross to Python", what);
+    else
+        term_fail(err, "badarg", "unsupported term tag %u", tag);
     return NULL;
 }
 
 static PyObject *decode(const char *buf, int *index, int depth, struct term_error *err)
 {
     if (depth > TERM_MAX_DEPTH) {
-        fail(err, "badarg", "term nested deeper than %d levels", TERM_MAX_DEPTH);
+        term_fail(err, "badarg", "term nested deeper than %d levels", TERM_MAX_DEPTH);
         return NULL;
     }
     unsigned char tag = (unsigned char)buf[*index];
@@ -458,14 +228,8 @@ static PyObject *decode(const char *buf, int *index, int depth, struct term_erro
     case ERL_LARGE_BIG_EXT:
         return decode_big(buf, index);
     case ERL_FLOAT_EXT:
-    case NEW_FLOAT_EXT: {
-        double d;
-        if (ei_decode_double(buf, index, &d) < 0) {
-            fail(err, "badarg", "unreadable float");
-            return NULL;
-        }
-        return PyFloat_FromDouble(d);
-    }
+    case NEW_FLOAT_EXT:
+        return decode_float(buf, index, err);
     case ERL_ATOM_EXT:
     case ERL_ATOM_UTF8_EXT:
     case ERL_SMALL_ATOM_EXT:
@@ -489,23 +253,9 @@ static PyObject *decode(const char *buf, int *index, int depth, struct term_erro
     }
     case ERL_MAP_EXT:
         return decode_map(buf, index, depth, err);
-    case ERL_PID_EXT:
-    case ERL_NEW_PID_EXT:
-        return refuse(err, "a pid");
-    case ERL_PORT_EXT:
-    case ERL_NEW_PORT_EXT:
-    case ERL_V4_PORT_EXT:
-        return refuse(err, "a port");
-    case ERL_REFERENCE_EXT:
-    case ERL_NEW_REFERENCE_EXT:
-    case ERL_NEWER_REFERENCE_EXT:
-        return refuse(err, "a reference");
-    case ERL_NEW_FUN_EXT:
-    case ERL_EXPORT_EXT:
-        return refuse(err, "a fun");
+    default:
+        return refuse(tag, err);
     }
-    fail(err, "badarg", "unsupported term tag %u", tag);
-    return NULL;
 }
 
 PyObject *term_to_py(const char *buf, int *index, struct term_error *err)
@@ -515,7 +265,7 @@ PyObject *term_to_py(const char *buf, int *index, struct term_error *err)
         /* A Python-side failure (memory, a bad UTF-8 atom): report it as internal. */
         PyErr_Clear();
         if (!err->kind)
-            fail(err, "internal", "Python could not build the object");
+            term_fail(err, "internal", "Python could not build the object");
     }
     return obj;
 }
@@ -532,10 +282,10 @@ static int encode_atom_str(ei_x_buff *x, PyObject *s, struct term_error *err)
     const char *utf8 = PyUnicode_AsUTF8AndSize(s, &len);
     if (!utf8) {
         PyErr_Clear();
-        return fail(err, "internal", "atom text is not encodable as UTF-8");
+        return term_fail(err, "internal", "atom text is not encodable as UTF-8");
     }
     if (PyUnicode_GET_LENGTH(s) > 255)
-        return fail(err, "internal", "atom longer than 255 characters");
+        return term_fail(err, "internal", "atom longer than 255 characters");
     return ei_x_encode_atom_len_as(x, utf8, (int)len, ERLANG_UTF8, ERLANG_UTF8);
 }
 
@@ -545,7 +295,7 @@ static int encode_big(ei_x_buff *x, PyObject *obj, struct term_error *err)
     int negative = _PyLong_Sign(obj) < 0;
     PyObject *magnitude = PyNumber_Absolute(obj);
     if (!magnitude)
-        return fail(err, "internal", "integer magnitude");
+        return term_fail(err, "internal", "integer magnitude");
     size_t bits = _PyLong_NumBits(magnitude);
     size_t n = (bits + 7) / 8;
     unsigned char header[6];
@@ -557,10 +307,7 @@ static int encode_big(ei_x_buff *x, PyObject *obj, struct term_error *err)
         head_len = 3;
     } else {
         header[0] = ERL_LARGE_BIG_EXT;
-        header[1] = (unsigned char)(n >> 24);
-        header[2] = (unsigned char)(n >> 16);
-        header[3] = (unsigned char)(n >> 8);
-        header[4] = (unsigned char)n;
+        put_be32(header + 1, (uint32_t)n);
         header[5] = (unsigned char)negative;
         head_len = 6;
     }
@@ -575,7 +322,7 @@ static int encode_big(ei_x_buff *x, PyObject *obj, struct term_error *err)
     Py_DECREF(magnitude);
     if (rc < 0) {
         PyErr_Clear();
-        return fail(err, "internal", "could not encode an integer of %zu bits", bits);
+        return term_fail(err, "internal", "could not encode an integer of %zu bits", bits);
     }
     return 0;
 }
@@ -605,7 +352,7 @@ static int encode_text(ei_x_buff *x, PyObject *s, struct term_error *err)
     const char *utf8 = PyUnicode_AsUTF8AndSize(s, &len);
     if (!utf8) {
         PyErr_Clear();
-        return fail(err, "internal", "str with lone surrogates cannot be UTF-8");
+        return term_fail(err, "internal", "str with lone surrogates cannot be UTF-8");
     }
     return ei_x_encode_binary(x, utf8, (long)len);
 }
@@ -629,7 +376,7 @@ static int encode_items(ei_x_buff *x, PyObject *seq, int depth, struct term_erro
 static int encode_dict(ei_x_buff *x, PyObject *dict, int depth, struct term_error *err)
 {
     if (ei_x_encode_map_header(x, (long)PyDict_GET_SIZE(dict)) < 0)
-        return fail(err, "internal", "map header");
+        return term_fail(err, "internal", "map header");
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(dict, &pos, &key, &value)) {
@@ -650,7 +397,7 @@ static int encode_via_tolist(ei_x_buff *x, PyObject *obj, int depth, struct term
     PyObject *plain = PyObject_CallMethod(obj, "tolist", NULL);
     if (!plain) {
         PyErr_Clear();
-        return fail(err, "internal", "%s.tolist() failed", Py_TYPE(obj)->tp_name);
+        return term_fail(err, "internal", "%s.tolist() failed", Py_TYPE(obj)->tp_name);
     }
     int rc = encode(x, plain, depth + 1, err);
     Py_DECREF(plain);
@@ -660,7 +407,7 @@ static int encode_via_tolist(ei_x_buff *x, PyObject *obj, int depth, struct term
 static int encode(ei_x_buff *x, PyObject *obj, int depth, struct term_error *err)
 {
     if (depth > TERM_MAX_DEPTH)
-        return fail(err, "internal", "result nested deeper than %d levels", TERM_MAX_DEPTH);
+        return term_fail(err, "internal", "result nested deeper than %d levels", TERM_MAX_DEPTH);
     if (obj == Py_None)
         return ei_x_encode_atom(x, "nil");
     if (obj == Py_True)
@@ -696,7 +443,7 @@ static int encode(ei_x_buff *x, PyObject *obj, int depth, struct term_error *err
         return encode_dict(x, obj, depth, err);
     if (PyObject_HasAttrString(obj, "tolist"))
         return encode_via_tolist(x, obj, depth, err);
-    return fail(err, "internal", "cannot encode a Python %s as a term", Py_TYPE(obj)->tp_name);
+    return term_fail(err, "internal", "cannot encode a Python %s as a term", Py_TYPE(obj)->tp_name);
 }
 
 int py_to_term(ei_x_buff *x, PyObject *obj, struct term_error *err)

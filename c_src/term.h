@@ -2,13 +2,15 @@
  * term.h: the type mapping between Erlang terms and Python objects.
  *
  * This is the one place where a term becomes a Python object and a Python object becomes a
- * term. docs/PROTOCOL.md carries the same table; change both together.
+ * term. docs/PROTOCOL.md carries the same table; change both together. A pure codec: it knows
+ * terms, not the protocol's messages (request.c reads those). term_check.c holds the
+ * bounds-checked walk (term_validate, term_skip), term.c the decoder, encoder and Atom type.
  */
 #ifndef URO_TERM_H
 #define URO_TERM_H
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "pytypes.h"
+
 #include <ei.h>
 #include <stddef.h>
 
@@ -21,14 +23,14 @@ struct term_error {
     char message[256];
 };
 
+/* Sets err to kind and the printf-style message; returns -1. */
+int term_fail(struct term_error *err, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Checks that buf[0..len) is exactly one external-format term (version byte included), with
  * every length inside the buffer and nesting within TERM_MAX_DEPTH. ei's decoders trust their
  * input, so every frame passes here before any of them sees it. Returns 0 or -1 (err set). */
 int term_validate(const char *buf, size_t len, struct term_error *err);
-
-/* For a frame that failed validation: if it still starts {call, Ref, ... with a whole Ref,
- * sets *ref and *ref_len to it and returns 0, so the error can go to the right caller. */
-int term_find_call_ref(const char *buf, size_t len, const char **ref, int *ref_len);
 
 /* Skips the term at *index of buf[0..len) with the validator's bounds-checked walk (never
  * ei_skip_term, which parses the insides of funs without checking them). -1 if malformed. */

@@ -16,6 +16,10 @@
 # Prints the virtualenv's path as its last line of stdout; everything else goes to stderr.
 #   setup.sh --path        only print the virtualenv's path
 #   setup.sh --test-path   only print the test overlay's path
+#   setup.sh --hash        only print <hash> (the Makefile compiles it into the port, which
+#                          looks for this virtualenv when no other is configured: c_src/paths.c)
+#   setup.sh --runtime     only the virtualenv: no Debian packages, no test overlay (the image
+#                          recipe, deploy/Dockerfile, whose build stage brings its own packages)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 req="$here/python/requirements.txt"
@@ -31,6 +35,9 @@ log() { echo "setup: $*" >&2; }
 # `setup.sh --path` only prints where the virtualenv is (the Makefile asks, to build against it).
 if [ "${1:-}" = "--path" ]; then echo "$venv"; exit 0; fi
 if [ "${1:-}" = "--test-path" ]; then echo "$overlay"; exit 0; fi
+if [ "${1:-}" = "--hash" ]; then echo "$hash"; exit 0; fi
+runtime_only=0
+if [ "${1:-}" = "--runtime" ]; then runtime_only=1; fi
 
 # --- Debian packages -------------------------------------------------------------------------
 debs=(erlang-base erlang-dev erlang-tools erlang-crypto erlang-inets erlang-ssl elixir libpq-dev
@@ -39,7 +46,7 @@ missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ] && [ $runtime_only = 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
@@ -77,7 +84,7 @@ fi
 # --no-deps: requirements-test.txt pins every package it needs beyond the runtime, so nothing
 # here can shadow a runtime package with another version.
 stamp_test="$overlay/.uro_rec_installed"
-if ! { [ -f "$stamp_test" ] && cmp -s "$stamp_test" "$req_test"; }; then
+if [ $runtime_only = 0 ] && ! { [ -f "$stamp_test" ] && cmp -s "$stamp_test" "$req_test"; }; then
   log "installing the test packages into $overlay"
   rm -rf "$overlay"
   "$venv/bin/python" -m pip install -q --no-deps --target "$overlay" -r "$req_test" 2>&1 | quiet_pip

@@ -7,30 +7,41 @@ defmodule UroRecommender do
 
       children = [
         # ...
-        {UroRecommender, []}
+        {UroRecommender, model_dir: "/var/lib/uro/models"}
       ]
 
   and call it:
 
       {:ok, items} = UroRecommender.recommend("items_als", user_id, 10, filter_consumed: true)
 
+  The options (`UroRecommender.Config`) are checked when the pool starts: an unknown key
+  raises `ArgumentError` naming it.
+
   Every function returns `{:ok, value}` or `{:error, reason}`, where `reason` is
 
     * `{kind, detail}` from the port: `:badarg`, `:unknown_command`,
       `:unknown_model`, `:unsupported`, `:python` (detail
-      `%{type:, message:, traceback:}`), `:internal`, `:too_large`,
-      `{:timeout, detail}` (the port interrupted the call);
+      `%{type:, message:, traceback:}`), `:database`, `:internal`, `:too_large`,
+      `:timeout` (the port interrupted the call);
+    * `:unavailable`: no port can serve the call now (its slot is degraded: see
+      `status/1`); answered at once;
+    * `:not_started`: no pool of that name is running;
     * `:timeout`: no reply within the timeout plus a grace period: the port
       process was killed and is being restarted;
     * `{:port_exited, status}`: the port process died during the call; it is
       being restarted and reloads its models;
-    * `{:port_down, reason}`: the port server was not running (mid-restart).
+    * `{:port_down, reason}`: the port server itself was not running.
 
   Common options of every function: `:pool` (default `UroRecommender`),
   `:timeout` (ms). `train/3` also takes `:events` (a pid that receives
   `{:uro_recommender_event, ref, map}` progress messages).
 
-  Configuration: see `UroRecommender.Config`.
+  Calls and training epochs are `:telemetry` events: see `UroRecommender.Telemetry`.
+
+  Without a running pool:
+
+      iex> UroRecommender.recommend("worlds", "a-user", 10, pool: NoSuchPool)
+      {:error, :not_started}
   """
 
   alias UroRecommender.Pool
@@ -47,7 +58,8 @@ defmodule UroRecommender do
   @doc """
   Child spec for the host's supervisor: `{UroRecommender, opts}`, where `opts`
   override the application environment (see `UroRecommender.Config`) and may
-  give `:name` (default `UroRecommender`) to run more than one pool.
+  give `:name` (default `UroRecommender`) to run more than one pool. Raises
+  `ArgumentError` on an unknown option or a value of the wrong type.
   """
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts), do: Pool.child_spec(opts)
@@ -173,21 +185,41 @@ defmodule UroRecommender do
   end
 
   @doc """
+  The state of every port slot: `{:ok, %{training: slot, serving: [slot]}}`, each slot a
+  map with `state` (`:ready`, `:starting` or `:degraded`), `os_pid`, `failures` (in a row),
+  `last_failure` (`nil` or `%{reason, message, at}`), `next_attempt_in_ms` and `in_flight`
+  (see `UroRecommender.Port.status/1`). Answers at once, whatever the ports are doing.
+  """
+  @spec status(keyword()) :: result(%{training: map(), serving: [map()]})
+  def status(opts \\ []) do
+    {call, _} = split(opts)
+    Pool.status(pool(call))
+  end
+
+  @doc """
   The `info` map of every port: `%{training: map, serving: [map]}`, each with
-  version, protocol, OS pid, uptime, models, request and error counts, latency.
+  version, protocol, OS pid, uptime, models, request and error counts, latency, and
+  `slot`, the slot's `status/1`. A slot that cannot serve has only `slot`.
   """
   @spec info(keyword()) :: result(%{training: map(), serving: [map()]})
   def info(opts \\ []) do
     {call, _} = split(opts)
     pool = pool(call)
-    training = Task.async(fn -> Pool.call_training(pool, :info, call) end)
-    serving = Pool.call_serving(pool, :info, call)
 
-    with {:ok, t} <- Task.await(training, :infinity),
-         {:ok, s} <- all_ok(serving) do
-      {:ok, %{training: t, serving: s}}
+    with {:ok, status} <- Pool.status(pool) do
+      training = Task.async(fn -> Pool.call_training(pool, :info, call) end)
+      serving = Pool.call_serving(pool, :info, call)
+
+      {:ok,
+       %{
+         training: with_slot(Task.await(training, :infinity), status.training),
+         serving: Enum.zip_with(serving, status.serving, &with_slot/2)
+       }}
     end
   end
+
+  defp with_slot({:ok, info}, slot), do: Map.put(info, :slot, slot)
+  defp with_slot({:error, _}, slot), do: %{slot: slot}
 
   @doc """
   Is the model worth serving? Its metrics on `source` (`{:rows, rows}` | `{:csv, path}` |
@@ -249,11 +281,4 @@ defmodule UroRecommender do
   defp split(opts) when is_list(opts), do: Keyword.split(opts, @call_keys)
 
   defp pool(call), do: Keyword.get(call, :pool, __MODULE__)
-
-  defp all_ok(replies) do
-    Enum.reduce_while(replies, {:ok, []}, fn
-      {:ok, v}, {:ok, acc} -> {:cont, {:ok, acc ++ [v]}}
-      error, _ -> {:halt, error}
-    end)
-  end
 end

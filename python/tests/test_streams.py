@@ -28,13 +28,78 @@ def test_file_protocol():
 def test_lines_split_on_newline_and_cr_ansi_stripped(logged):
     s = PortStream("warning")
     s.write("\x1b[31mDetect 2 unknown users\x1b[0m\n\n  \npart")
-    s.write("ial\rtrain:  50%|#####\rtrain: 100%|##########\n")
+    s.write("ial\rtrain:  50%|#####     |\rtrain: 100%|##########|\n")
     assert logged == [
         ("warning", "Detect 2 unknown users"),
         ("warning", "partial"),
-        ("warning", "train:  50%|#####"),
-        ("warning", "train: 100%|##########"),
+        ("debug", "train:  50%|#####     |"),
+        ("debug", "train: 100%|##########|"),
     ]
+
+
+# One line for each row of streams.LEVELS, as LibRecommender, tqdm and TensorFlow print them.
+LEVEL_CASES = [
+    ("Epoch 3 elapsed: 0.267s", "info", "debug"),
+    ("train_loss: 0.8102", "info", "debug"),
+    ("eval roc_auc: 0.7500", "info", "debug"),
+    ("==============================", "info", "debug"),
+    ("Training start time: 2026-12-01 02:24:43", "info", "debug"),
+    ("sim_matrix elapsed: 1.500s", "info", "debug"),
+    ("train:  25%|██▌       | 1/4 [00:00<00:00,  3.98it/s]", "warning", "debug"),
+    ("From /venv/lib/python3.11/site-packages/tensorflow/python/compat/v2_compat.py:108: "
+     "disable_resource_variables (from tensorflow.python.ops.variable_scope) is deprecated and "
+     "will be removed in a future version.", "warning", "debug"),
+    ("FutureWarning: the default of observed will change (x.py:3)", "warning", "debug"),
+    ("Traceback (most recent call last):", "warning", "error"),
+    # Everything else keeps its stream's level.
+    ("Detect 2 unknown users", "warning", "warning"),
+    ("hello from print", "info", "info"),
+    ("MemoryError: cannot allocate", "warning", "warning"),
+]
+
+
+@pytest.mark.parametrize("line,stream,expected", LEVEL_CASES)
+def test_levels_table(logged, line, stream, expected):
+    s = PortStream(stream)
+    s.write(line + "\n")
+    assert logged == [(expected, line)]
+
+
+def test_every_levels_row_is_exercised():
+    lines = [line for line, _, _ in LEVEL_CASES]
+    for pattern, _level, reason in streams.LEVELS:
+        assert reason
+        assert any(pattern.search(line) for line in lines), pattern.pattern
+
+
+def test_a_printed_traceback_is_an_error_to_its_last_line(logged):
+    s = PortStream("warning")
+    s.write("Traceback (most recent call last):\n"
+            '  File "/x/y.py", line 3, in f\n'
+            "    raise ValueError(\"bad\")\n"
+            "ValueError: bad\n"
+            "after it\n")
+    assert [level for level, _ in logged] == ["error", "error", "error", "error", "warning"]
+
+
+def test_warnings_are_one_line_each_deprecations_at_debug(logged, monkeypatch):
+    import warnings
+    with warnings.catch_warnings():  # restores showwarning afterwards
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "showwarning", streams._show_warning)
+        warnings.warn("`tf.layers.dense` is deprecated", UserWarning)
+        warnings.warn("the data has 3 duplicates", UserWarning)
+    assert [level for level, _ in logged] == ["debug", "warning"]
+    assert logged[1][1].startswith("UserWarning: the data has 3 duplicates (")
+
+
+def test_logging_records_keep_their_level_but_deprecations(logged):
+    h = streams._PortLogHandler()
+    make = lambda level, msg: logging.LogRecord("tf", level, __file__, 1, msg, None, None)
+    h.emit(make(logging.WARNING, "x (from tensorflow.python.ops) is deprecated and will be removed"))
+    h.emit(make(logging.WARNING, "real trouble"))
+    h.emit(make(logging.ERROR, "failed"))
+    assert [level for level, _ in logged] == ["debug", "warning", "error"]
 
 
 def test_epoch_loss_metric_and_stage_events(logged):

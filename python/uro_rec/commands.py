@@ -3,17 +3,13 @@ decoded elements of the request tuple. Each validates its arguments (BadArg),
 delegates to the module that owns the work, and returns only encodable values
 (maps with Atom keys, lists, tuples, str, int, float).
 """
-import contextlib
-import gc
-import json
 import sys
 import time
 from importlib import metadata
 
-import numpy as np
-
+from . import db, evaluation, features, registry, registry_store, schema, sources
+from . import export as exporter
 from . import recommend as rec
-from . import registry, sources
 from .errors import BadArg
 from .options import (
     boolean, check_id, check_id_list, check_known, choice, finite_float, model_name,
@@ -35,8 +31,6 @@ def echo(term):
 def python_info():
     # The version from the package metadata: importing libreco would pull in TensorFlow
     # and torch (seconds) just to answer info.
-    from . import db
-
     return {
         A("python"): sys.version.split()[0],
         A("librecommender"): metadata.version("LibRecommender"),
@@ -54,35 +48,20 @@ def train(name, spec):
 
 def recommend(name, user, n, opts=None):
     where = "recommend"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     user = check_id(user, where, "user")
     n = non_neg_int(n, where, "N")
     ro = rec.parse_opts(entry, opts, where)
     return rec.recommend(entry, user, n, ro)
 
 
-@contextlib.contextmanager
-def collector_paused():
-    """Bulk results (recommend_many, export) allocate hundreds of thousands of tuples that all
-    stay alive. Each batch of them would trigger the cyclic collector, and its full passes
-    walk every object TensorFlow and torch created at import: a third of an export's CPU
-    time. Nothing allocated here is garbage until the call ends, so the collector waits."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def recommend_many(name, users, n, opts=None):
     where = "recommend_many"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     users = check_id_list(users, where, "users")
     n = non_neg_int(n, where, "N")
     ro = rec.parse_opts(entry, opts, where)
-    with collector_paused():
+    with rec.collector_paused():
         return dict(rec.recommend_many(entry, users, n, ro))
 
 
@@ -90,7 +69,7 @@ def predict(name, user, items, opts=None):
     """Scores in the order of ``items``; see :func:`uro_rec.recommend.predict`
     for unknown users and items. Opts ``user_feats``, ``item_feats``: uro_rec.features."""
     where = "predict"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     user = check_id(user, where, "user")
     items = check_id_list(items, where, "items")
     return rec.predict(entry, user, items, _request_feats(entry, opts, where))
@@ -98,8 +77,6 @@ def predict(name, user, items, opts=None):
 
 def _request_feats(entry, opts, where):
     """predict's Opts -> libreco's feats dict (user and item columns together) or None."""
-    from . import features
-
     o = normalize_opts(opts, f"{where}: opts")
     check_known(o, ("user_feats", "item_feats"), where)
     feats = {}
@@ -113,10 +90,8 @@ def _request_feats(entry, opts, where):
 def update_features(name, sources_map):
     """``{update_features, Name, #{users | items => Source}}``: replaces stored features
     without retraining (uro_rec.features.update); ``save`` keeps them as a new version."""
-    from . import features
-
     where = "update_features"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     counts = features.update(entry, sources_map, where)
     # not registry.put: the refreshed entry shares the libreco model (and its TF session,
     # which put would close with the entry it replaces)
@@ -126,16 +101,14 @@ def update_features(name, sources_map):
 
 def similar_items(name, item, n):
     where = "similar_items"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     item = check_id(item, where, "item")
     n = non_neg_int(n, where, "N")
     return rec.similar_items(entry, item, n)
 
 
 def save(name):
-    entry = registry.get(model_name(name, "save"))
-    version, path = registry.save(entry)
-    entry.version, entry.path = version, path
+    version, path = registry.save(registry.lookup(name, "save"))
     return {A("version"): version, A("path"): path}
 
 
@@ -156,18 +129,15 @@ def load(name, opts=None):
     if source == "database":
         if path is not None:
             raise BadArg("load: path and from => database exclude each other")
-        from . import db
-
-        version, _path = db.fetch(name, version, registry.model_dir())
+        version, _path = registry_store.fetch(name, version, registry.model_dir())
     entry = registry.load(name, version, path)
     registry.put(entry)
     return {A("name"): name, A("version"): entry.version, A("algorithm"): entry.algorithm}
 
 
 def unload(name):
-    name = model_name(name, "unload")
-    registry.get(name)
-    registry.release(registry.MODELS.pop(name))
+    entry = registry.lookup(name, "unload")
+    registry.release(registry.MODELS.pop(entry.name))
     return A("ok")
 
 
@@ -177,21 +147,17 @@ def models(opts=None):
     check_known(o, ("from",), "models")
     if choice(o.get("from", "loaded"), ("loaded", "database"), "models", "from") == "loaded":
         return [registry.MODELS[n].summary() for n in sorted(registry.MODELS)]
-    from . import db
-
     return [
         {A("name"): n, A("version"): v, A("algorithm"): a, A("n_users"): nu,
          A("n_items"): ni, A("checksum"): c, A("bytes"): b}
-        for n, v, a, nu, ni, c, b in db.registry_versions()
+        for n, v, a, nu, ni, c, b in registry_store.versions()
     ]
 
 
 def evaluate(name, source, opts=None):
     """``#{metrics, baseline, lift}``: see :mod:`uro_rec.evaluation`."""
-    from . import evaluation
-
     where = "evaluate"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     o = normalize_opts(opts, "evaluate: opts")
     check_known(o, ("metrics", "k"), where)
     metrics, k = evaluation.parse_metrics(entry.task, o, where)
@@ -201,11 +167,10 @@ def evaluate(name, source, opts=None):
 
 def export(name, opts=None):
     """Top-N lists for ``users`` (``all`` or a list) into a recommendations table, in
-    batches of ``batch_size`` rows, each batch one retried transaction."""
-    from . import db
-
+    batches of ``batch_size`` rows, each batch one retried transaction (see
+    :mod:`uro_rec.export`)."""
     where = "export"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     o = normalize_opts(opts, "export: opts")
     check_known(o, ("users", "n", "table", "batch_size", "method", "writers"), where)
     method = choice(o.get("method", "copy"), ("copy", "insert"), where, "method")
@@ -222,43 +187,46 @@ def export(name, opts=None):
                  if not (str(u) in seen or seen.add(str(u)))]
     n = pos_int(o.get("n", 10), where, "n")
     batch_size = pos_int(o.get("batch_size", 5000), where, "batch_size")
-    table = o.get("table", "uro_rec_recommendations")
-    ro = rec.parse_opts(entry, {"scores": True}, where)
-    writers = min(writers, max(1, -(-len(users) * n // batch_size)))  # no idle connections
-    started = time.perf_counter()
-    # 512 users at a time: the first batch reaches the server after ~10 ms of ranking
-    lists = (pair for start in range(0, len(users), 512)
-             for pair in rec.recommend_many(entry, users[start:start + 512], n, ro))
-    with collector_paused():
-        rows, batches, retries = db.write_lists(entry.name, entry.version or 0, lists, table,
-                                                batch_size, where, method, writers)
-    return {A("rows"): rows, A("batches"): batches, A("retries"): retries,
-            A("seconds"): time.perf_counter() - started}
+    table = db.check_table(o.get("table", "uro_rec_recommendations"), where)
+    return exporter.export(entry, users, n, table, batch_size, method, writers)
 
 
 def publish(name, opts=None):
     """Stores the loaded version of ``name`` (saved first if it never was) in the
     database registry, so any port can ``load`` it ``from => database``."""
-    from . import db
-
     where = "publish"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     check_known(normalize_opts(opts, "publish: opts"), (), where)
     if entry.path is None:
-        entry.version, entry.path = registry.save(entry)
-    digest, total = db.publish(entry.name, entry.version, entry.algorithm, entry.n_users,
-                               entry.n_items, json.dumps(entry.metrics or {}), entry.path)
+        registry.save(entry)
+    digest, total = registry_store.publish(entry)
     return {A("name"): entry.name, A("version"): entry.version, A("checksum"): digest,
             A("bytes"): total}
 
 
 def apply_schema(directory=None):
     """Creates the interactions, recommendations and registry tables (priv/sql/*.sql)."""
-    from . import db
-
     if directory is not None and not isinstance(directory, str):
         raise BadArg("apply_schema: directory must be a string")
-    return db.apply_schema(directory)
+    return schema.apply_schema(directory)
+
+
+def _events(events, where):
+    """Observed events as (user, item, label, time) rows; time defaults to now."""
+    if not isinstance(events, list):
+        raise BadArg(f"{where}: events must be a list of {{User, Item, Label, Time}}")
+    rows = []
+    now = time.time()
+    for k, ev in enumerate(events):
+        if not isinstance(ev, tuple) or len(ev) not in (3, 4):
+            raise BadArg(f"{where}: event {k + 1} must be {{User, Item, Label[, Time]}}, "
+                         f"got {ev!r}")
+        user = check_id(ev[0], where, "user")
+        item = check_id(ev[1], where, "item")
+        label = finite_float(ev[2], where, f"event {k + 1} label")
+        t = finite_float(ev[3], where, f"event {k + 1} time") if len(ev) == 4 else now
+        rows.append((user, item, label, t))
+    return rows
 
 
 def observe(name, events, opts=None):
@@ -266,41 +234,17 @@ def observe(name, events, opts=None):
     ``recommend`` stops returning what a user just consumed, without a retrain. With a
     database configured (and ``store`` not false) they are also appended to the
     interactions table (``table``, default uro_rec_interactions) in one statement."""
-    from . import db
-
     where = "observe"
-    entry = registry.get(model_name(name, where))
+    entry = registry.lookup(name, where)
     o = normalize_opts(opts, "observe: opts")
     check_known(o, ("store", "table"), where)
     store = boolean(o.get("store", True), where, "store")
     table = db.check_table(o.get("table", "uro_rec_interactions"), where)
-    if not isinstance(events, list):
-        raise BadArg("observe: events must be a list of {User, Item, Label, Time}")
-    rows, by_user, unknown_items = [], {}, 0
-    now = time.time()
-    for k, ev in enumerate(events):
-        if not isinstance(ev, tuple) or len(ev) not in (3, 4):
-            raise BadArg(f"observe: event {k + 1} must be {{User, Item, Label[, Time]}}, got {ev!r}")
-        user = check_id(ev[0], where, "user")
-        item = check_id(ev[1], where, "item")
-        label = finite_float(ev[2], where, f"event {k + 1} label")
-        t = finite_float(ev[3], where, f"event {k + 1} time") if len(ev) == 4 else now
-        rows.append((user, item, label, t))
-        inner = entry.item_inner(item)
-        if inner is None:
-            unknown_items += 1
-        else:
-            by_user.setdefault(user, []).append(inner)
+    rows = _events(events, where)
     # Store first: a failed call must leave the model as it was.
     stored = 0
     if rows and store and db.info()[A("configured")]:
-        stored = db.append_events(rows, table)["affected"]
-    for user, inners in by_user.items():
-        arr = np.asarray(inners, dtype=np.intp)
-        uid = entry.user_inner(user)
-        if uid is not None:
-            entry.consumed[uid] = np.union1d(entry.consumed[uid], arr)
-        else:
-            entry.observe_unknown(user, inners)
+        stored = exporter.append_events(rows, table)["affected"]
+    unknown_items = entry.observe(rows)
     return {A("events"): len(rows), A("applied"): len(rows) - unknown_items,
             A("unknown_items"): unknown_items, A("stored"): stored}

@@ -1,8 +1,9 @@
 """A loaded model plus everything precomputed to serve it fast.
 
 An :class:`Entry` is built once, after train or load, and then only read (but for
-``observe``, which adds to the consumed sets and to unknown users' observed items, and
-``update_features``, which rebuilds an embedding model's entry: :meth:`Entry.refreshed`). An embedding model loaded from disk is
+:meth:`Entry.observe`, which adds to the consumed sets and to unknown users' observed items,
+``registry.save``, which sets its version and path, and ``update_features``, which rebuilds an
+embedding model's entry: :meth:`Entry.refreshed`). An embedding model loaded from disk is
 built from its serving snapshot (serving.npz) without libreco, so a restarted port serves
 it in well under a second instead of after TensorFlow's and torch's imports. It
 holds the libreco model, its DataInfo and TF graph, our own id <-> inner-index
@@ -245,6 +246,28 @@ class Entry:
 
     def item_inner(self, item):
         return self.item_index.get(item)
+
+    # -- observe -------------------------------------------------------------------
+    def observe(self, events):
+        """Takes (user, item, ...) events into what each user has consumed, so recommend
+        stops returning those items: a known user's consumed set, an unknown user's
+        ``observed`` set and sequence (:meth:`observe_unknown`). Returns how many events
+        named an item the model does not know (they change nothing)."""
+        by_user, unknown_items = {}, 0
+        for user, item, *_ in events:
+            inner = self.item_inner(item)
+            if inner is None:
+                unknown_items += 1
+            else:
+                by_user.setdefault(user, []).append(inner)
+        for user, inners in by_user.items():
+            arr = np.asarray(inners, dtype=np.intp)
+            uid = self.user_inner(user)
+            if uid is not None:
+                self.consumed[uid] = np.union1d(self.consumed[uid], arr)
+            else:
+                self.observe_unknown(user, inners)
+        return unknown_items
 
     # -- lazily built similarity helpers -------------------------------------------
     def item_unit(self):

@@ -196,9 +196,7 @@ def _csv_table(path, where):
 
 
 def _sql_table(query, params, where):
-    from . import db
-
-    names, cols, rows = db.sql_columns(query, params, where)
+    names, cols, rows = sources.sql_columns(query, params, where)
     if not rows:
         raise BadArg(f"{where}: the query returned no rows")
     out = []

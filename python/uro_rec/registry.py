@@ -9,6 +9,9 @@ in numpy arrays: int64 ids come back as ``numpy.int64``, bignums and strings as
 pickled objects; our JSON lists give back exactly the Python ints and strs the
 model was trained with. A version is written to a hidden temp dir and renamed
 into place, so a crash never leaves a half-written version that ``latest`` picks.
+
+The copies of saved versions in the database (``publish``, ``load from => database``) are
+:mod:`uro_rec.registry_store`'s.
 """
 import json
 import os
@@ -19,6 +22,7 @@ import numpy as np
 
 from .entry import Entry
 from .errors import BadArg, UnknownModel, internal
+from .options import model_name
 from . import algorithms
 
 PREFIX = "model"
@@ -49,6 +53,12 @@ def get(name):
         return MODELS[name]
     except KeyError:
         raise UnknownModel(name) from None
+
+
+def lookup(name, where):
+    """The loaded model a command names: the name checked (BadArg), then found
+    (UnknownModel)."""
+    return get(model_name(name, where))
 
 
 def put(entry):
@@ -85,7 +95,8 @@ def new_graph():
 
 
 def save(entry):
-    """Write ``entry`` as the next version of its name; return (version, path)."""
+    """Write ``entry`` as the next version of its name, which becomes its version and path;
+    return (version, path)."""
     import libreco
 
     base = os.path.join(model_dir(), entry.name)
@@ -125,6 +136,7 @@ def save(entry):
                 if os.path.exists(final):
                     continue
                 raise
+            entry.version, entry.path = version, final
             return version, final
         raise internal(f"save: could not allocate a version under {base}")
     except BaseException:

@@ -1,8 +1,9 @@
 """Data sources -> pandas DataFrame with columns ``user, item, label[, time]``.
 
-A source is ``{rows, [{User, Item, Label} | {User, Item, Label, Time}, ...]}`` or
-``{csv, Path}`` (header ``user,item,label[,time]``). The tag may be an atom or a
-binary.
+A source is ``{rows, [{User, Item, Label} | {User, Item, Label, Time}, ...]}``,
+``{csv, Path}`` (header ``user,item,label[,time]``) or ``{sql, Query, Params}`` (the
+first columns user, item, label[, time], streamed through the port's C database
+functions, see :mod:`uro_rec.db`). The tag may be an atom or a binary.
 
 Ids keep their type end to end: a model trained on integer ids answers with
 Python ints, one trained on strings with str. The frame therefore uses an int64
@@ -17,6 +18,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from . import db
 from .errors import BadArg
 from .options import check_id, finite_float
 
@@ -153,6 +155,67 @@ def _read_csv(path, where):
     return _frame(users, items, labels, times if has_time else None, where)
 
 
+def _sql_params(params, where):
+    if not isinstance(params, list):
+        raise BadArg(f"{where}: SQL params must be a list, got {params!r}")
+    for i, p in enumerate(params):
+        if p is not None and not isinstance(p, (str, bytes, int, float, bool)):
+            raise BadArg(f"{where}: SQL param ${i + 1} must be a binary, integer, float, "
+                         f"boolean or nil, got {p!r}")
+    return params
+
+
+def _sql_column(kind, data, rows):
+    if kind in ("text", "text_array", "unsupported"):
+        return data  # a list of (interned) str, of lists of str; the type OID
+    dtype = np.int64 if kind in ("int64", "time") else np.float64
+    return np.frombuffer(data, dtype=dtype, count=rows)
+
+
+def sql_columns(query, params, where="data"):
+    """``{sql, Query, Params}`` -> ``(names, [(kind, values, nulls, first_null)], rows)``, every
+    column of the result: int64, float64 (booleans 0/1) and time as numpy arrays, text and
+    text_array (TEXT[], UUID[]... as lists of str) as lists, unsupported with its type OID.
+    from_sql reads the first columns as interactions; uro_rec.features reads them by name."""
+    if not isinstance(query, str) or not query.strip():
+        raise BadArg(f"{where}: SQL query must be a non-empty binary")
+    params = _sql_params(params, where)
+    result = db.columns(query, params)
+    rows = result["rows"]
+    return result["names"], [(kind, _sql_column(kind, values, rows), nulls, first)
+                             for kind, values, nulls, first in result["columns"]], rows
+
+
+def from_sql(query, params, where="data"):
+    """``{sql, Query, Params}`` -> DataFrame ``user, item, label[, time]``.
+
+    The first columns are user, item, label and optionally time, in that order. Numeric
+    columns arrive as one buffer each (no Python object per row)."""
+    names, cols, rows = sql_columns(query, params, where)
+    if len(cols) < 3:
+        raise BadArg(f"{where}: the query must return user, item, label[, time] columns, "
+                     f"got {names}")
+    fields = ["user", "item", "label", "time"][:min(len(cols), 4)]
+    if rows == 0:
+        raise BadArg(f"{where}: the query returned no rows")
+    data = {}
+    for field, name, (kind, values, nulls, first_null) in zip(fields, names, cols):
+        if nulls:
+            raise BadArg(f"{where}: column {name} ({field}) is NULL in {nulls} rows, first at "
+                         f"row {first_null + 1}; nothing was loaded")
+        if kind == "unsupported":
+            raise BadArg(f"{where}: column {name} ({field}) has a type (oid {values}) that "
+                         f"cannot be an id, a label or a time: cast it in the query")
+        if field == "label" and kind in ("text", "text_array"):
+            raise BadArg(f"{where}: column {name} (label) must be numeric")
+        if field == "time" and kind == "text_array":
+            raise BadArg(f"{where}: column {name} (time) must be a timestamp or a number")
+        if field in ("user", "item") and kind in ("float64", "time", "text_array"):
+            raise BadArg(f"{where}: column {name} ({field}) must be an integer or text id")
+        data[field] = values
+    return pd.DataFrame(data)
+
+
 def load(source, where="data"):
     """Any source -> DataFrame (user, item, label[, time])."""
     tag = _tag(source, where)
@@ -165,9 +228,7 @@ def load(source, where="data"):
     if tag == "sql":
         if len(source) != 3:
             raise BadArg(f"{where}: an SQL source is {{sql, Query, Params}}")
-        from . import db
-
-        return db.frame_from_sql(source[1], source[2], where)
+        return from_sql(source[1], source[2], where)
     raise BadArg(f"{where}: unknown data source type {tag!r}; expected rows, csv or sql")
 
 

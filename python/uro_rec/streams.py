@@ -17,12 +17,19 @@ the running call:
   -> ``#{type => metric, epoch => 3, metric => <<"roc_auc">>, value => 0.5123}``
 - any other ``<stage> elapsed: 1.5s`` (similarity computation, gensim...)
   -> ``#{type => stage, stage => <<"sim_matrix">>, seconds => 1.5}``
+
+Each line's log level comes from :data:`LEVELS`, a table with the reason for each choice:
+progress (epoch lines, banners, tqdm bars) and the deprecation notices of TensorFlow and Keras
+go out at ``debug``, an exception's traceback at ``error``, and any other line at its stream's
+level (stdout ``info``, stderr ``warning``) or its logging record's. Python's ``warnings`` are
+one line each (category, message, where), classified the same way.
 """
 import io
 import logging
 import os
 import re
 import sys
+import warnings
 
 from . import port
 
@@ -32,6 +39,37 @@ _EPOCH = re.compile(r"^Epoch (\d+) elapsed: ([0-9.eE+-]+)s$")
 _STAGE = re.compile(r"^(.+?) elapsed: ([0-9.eE+-]+)s$")
 _LOSS = re.compile(r"^train_loss: ([0-9.eE+-]+|nan|inf)$")
 _EVAL = re.compile(r"^eval ([A-Za-z_@0-9]+): ([0-9.eE+-]+)%?$")
+
+
+# How a line of output becomes a log level: the first rule that matches the line (ANSI codes
+# stripped, blanks trimmed) wins; with none, the stream's level or the logging record's. An
+# explicit table rather than levels scattered through the code, so that each choice is seen
+# with its reason (python/tests/test_streams.py checks every row).
+LEVELS = [
+    (re.compile(r"^Epoch \d+ elapsed: "), "debug",
+     "libreco's line at the end of every epoch: progress, and an epoch event already"),
+    (re.compile(r"^(train_loss|eval [A-Za-z_@0-9]+): "), "debug",
+     "an epoch's loss or metric: progress, and an event already"),
+    (re.compile(r"^=+$"), "debug", "libreco's banner between epochs"),
+    (re.compile(r"^Training start time: "), "debug", "libreco's banner before the first epoch"),
+    (re.compile(r"^.+ elapsed: [0-9.eE+-]+s$"), "debug", "a timed stage: progress, and an event"),
+    (re.compile(r"\d+%\|.*\|"), "debug",
+     "a tqdm progress bar (on stderr), redrawn several times a second"),
+    (re.compile(r"deprecat|will be removed in a future version|Instructions for updating", re.I),
+     "debug", "TensorFlow's and Keras's deprecation notices: about their code, not for uro to act on"),
+    (re.compile(r"^FutureWarning: "), "debug",
+     "a library announcing a change of its own API (the category Python gives that): not for uro"),
+    (re.compile(r"^Traceback \(most recent call last\):"), "error",
+     "an exception printed (a thread's, a callback's): a failure; the lines after it follow"),
+]
+
+
+def classify(line, default):
+    """The log level of ``line`` (see :data:`LEVELS`), else ``default``."""
+    for pattern, level, _reason in LEVELS:
+        if pattern.search(line):
+            return level
+    return default
 
 
 def strip_ansi(text):
@@ -46,6 +84,7 @@ class PortStream(io.TextIOBase):
         self.level = level
         self._buf = ""
         self._epoch = None  # (epoch, seconds) of the last epoch line seen
+        self._traceback = False  # inside a printed traceback: its lines are errors too
 
     # -- file protocol ----------------------------------------------------------------
     @property
@@ -95,10 +134,18 @@ class PortStream(io.TextIOBase):
 
     # -- lines ------------------------------------------------------------------------
     def _line(self, raw):
-        line = strip_ansi(raw).strip()
+        text = strip_ansi(raw)
+        line = text.strip()
         if not line:
             return
-        port.log(self.level, line)
+        level = classify(line, self.level)
+        if level == "error" and line.startswith("Traceback"):
+            self._traceback = True
+        elif self._traceback:
+            # A traceback is indented frames, then the unindented exception line that ends it.
+            level = "error"
+            self._traceback = text[:1].isspace()
+        port.log(level, line)
         self._recognise(line)
 
     def _recognise(self, line):
@@ -132,9 +179,16 @@ class PortStream(io.TextIOBase):
 class _PortLogHandler(logging.Handler):
     def emit(self, record):
         try:
-            port.log(record.levelname.lower(), self.format(record))
+            message = self.format(record)
+            port.log(classify(message, record.levelname.lower()), message)
         except Exception:  # never let logging break a call
             pass
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning: one log line, not the message and its source line on stderr."""
+    text = f"{category.__name__}: {message} ({filename}:{lineno})"
+    port.log(classify(text, "warning"), text)
 
 
 def install():
@@ -143,6 +197,7 @@ def install():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stdout = PortStream("info")
     sys.stderr = PortStream("warning")
+    warnings.showwarning = _show_warning
     root = logging.getLogger()
     # Only inside the port: outside it port.log itself goes through logging.
     if port.EMBEDDED and not any(isinstance(h, _PortLogHandler) for h in root.handlers):

@@ -154,7 +154,7 @@ def finish(entry, test_df, ev, spec, seconds):
         report = evaluate_frame(entry, test_df, ev[1], ev[2], "train: eval")
     entry.metrics = report[A("metrics")]
     if save:
-        entry.version, entry.path = registry.save(entry)
+        registry.save(entry)  # which sets entry.version and entry.path
     registry.put(entry)
     return {
         A("name"): entry.name,

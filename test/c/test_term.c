@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "request.h"
 #include "term.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -555,7 +556,7 @@ static int start_python(void **state)
     /* numpy lives in the project's virtualenv; the codec test uses it when present */
     char site[4200];
     snprintf(site, sizeof(site), "import sys; sys.path.append('%s/lib/python3.11/site-packages')",
-             URO_REC_DEFAULT_VENV);
+             URO_REC_TEST_VENV);
     PyRun_SimpleString(site);
     PyObject *m = PyModule_New("_uro_port");
     if (!m || term_module_init(m) < 0)

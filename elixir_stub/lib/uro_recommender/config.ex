@@ -1,69 +1,144 @@
 defmodule UroRecommender.Config do
-  @moduledoc """
-  Resolves the pool's configuration: defaults, then the application environment
-  (`config :uro_recommender, ...`), then the options given to the child spec.
+  # The table below is built from @schema, so the documentation and the checks are one list.
+  @schema [
+    name: {:atom, UroRecommender, "the pool's registered name; more than one pool may run"},
+    port_path:
+      {:path, "`priv/uro_recommender` of this application, else env `URO_REC_PORT`",
+       "the port executable"},
+    python_dir:
+      {:path,
+       "`priv/python` when the executable is the one in `priv/`, else the port's own lookup",
+       "the directory holding `uro_rec` (`--python-dir`)"},
+    venv: {:path, "the port's own lookup", "the Python virtualenv (`--venv`)"},
+    model_dir:
+      {:path, "the port's default, `~/.local/share/uro_recommender/models`",
+       "where models are saved (`--model-dir`)"},
+    database_url:
+      {:string, "`nil`: the port inherits `DATABASE_URL`",
+       "set as the port's `DATABASE_URL` (not on its command line, which `ps` shows)"},
+    pool_size: {:pos_integer, "`System.schedulers_online()`", "serving ports"},
+    timeout: {:pos_integer, 30_000, "ms per call, unless the call gives `:timeout`"},
+    train_timeout:
+      {:timeout, :timer.hours(2), "ms per call on the training port (`train`, `export`, ...)"},
+    grace:
+      {:non_neg_integer, 2_000,
+       "ms after a call's timeout before its OS process is presumed stuck and killed"},
+    ready_timeout:
+      {:pos_integer, 30_000,
+       "ms for a new port to answer its first call (`info`, the handshake) before it is killed"},
+    backoff:
+      {:backoff, {1_000, 60_000},
+       "`{first_ms, max_ms}`: a slot that fails waits `first_ms`, doubling up to `max_ms`"},
+    max_frame: {:pos_integer, "the port's default (64 MiB)", "request frame limit in bytes"},
+    env: {:env, [], "extra environment for the port process, `[{name, value}]`"},
+    args: {:args, [], "extra command-line arguments for the port"},
+    record:
+      {:path, nil, "a file every request and reply is appended to (`UroRecommender.Recorder`)"},
+    send_timeout_ms: {:boolean, true, "send each call's timeout to the port as `timeout_ms`"}
+  ]
 
-  | key             | default                                                         |
-  |-----------------|-----------------------------------------------------------------|
-  | `:port_path`    | `priv/uro_recommender` of this application, else env `URO_REC_PORT` |
-  | `:model_dir`    | the port's default (`~/.local/share/uro_recommender/models`)    |
-  | `:database_url` | `nil`: the port inherits `DATABASE_URL` (given: set as its `DATABASE_URL`)      |
-  | `:pool_size`    | `System.schedulers_online()` serving ports                      |
-  | `:timeout`      | `30_000` ms per call                                            |
-  | `:train_timeout`| `:timer.hours(2)` for calls on the training port                |
-  | `:grace`        | `2_000` ms after a timeout before the OS process is killed      |
-  | `:max_frame`    | the port's default                                              |
-  | `:env`          | `[]` extra environment for the port process                     |
-  | `:record`       | `nil`, or a file to append every request and reply to           |
+  @moduledoc """
+  The pool's options: their defaults, then the application environment
+  (`config :uro_recommender, ...`), then the options of the child spec
+  `{UroRecommender, opts}`; the child spec wins.
+
+  | key | default | what |
+  |---|---|---|
+  #{Enum.map_join(@schema, "\n", fn {key, {_type, default, doc}} -> "| `#{inspect(key)}` | #{if is_binary(default), do: default, else: "`#{inspect(default)}`"} | #{doc} |" end)}
+
+  Unknown keys and values of the wrong type raise `ArgumentError` when the pool starts (in
+  the child spec too), so that a typo such as `pool_sise: 7` stops the host at boot with a
+  message naming it, instead of a pool of another size:
+
+      iex> UroRecommender.Config.validate!(pool_sise: 7)
+      ** (ArgumentError) unknown options [:pool_sise], valid options are: [:name, :port_path, :python_dir, :venv, :model_dir, :database_url, :pool_size, :timeout, :train_timeout, :grace, :ready_timeout, :backoff, :max_frame, :env, :args, :record, :send_timeout_ms]
+
+      iex> UroRecommender.Config.validate!(pool_size: 0)
+      ** (ArgumentError) invalid value for :pool_size option: expected positive integer, got: 0
+
+      iex> UroRecommender.Config.validate!(pool_size: 2, model_dir: "/var/lib/uro/models")
+      [pool_size: 2, model_dir: "/var/lib/uro/models"]
   """
 
   @app :uro_recommender
-  @keys [
-    :port_path,
-    :model_dir,
-    :database_url,
-    :pool_size,
-    :timeout,
-    :train_timeout,
-    :grace,
-    :max_frame,
-    :env,
-    :record,
-    :send_timeout_ms
-  ]
+  @keys Keyword.keys(@schema)
 
-  @doc "The keys read from the application environment."
+  @doc "The option names, in the order of the table above."
   @spec keys() :: [atom()]
   def keys, do: @keys
 
   @doc """
-  Merges the application environment under `opts` (a keyword list); `opts` win.
-  Fills in `:port_path`, `:pool_size`, `:timeout` and `:grace` when neither gives them.
+  Checks `opts` against the table above and returns them; raises `ArgumentError` on an unknown
+  key or a value of the wrong type (messages in NimbleOptions' words).
+  """
+  @spec validate!(keyword()) :: keyword()
+  def validate!(opts) when is_list(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
+    end
+
+    case Keyword.keys(opts) -- @keys do
+      [] ->
+        :ok
+
+      unknown ->
+        raise ArgumentError,
+              "unknown options #{inspect(Enum.uniq(unknown))}, valid options are: #{inspect(@keys)}"
+    end
+
+    for {key, value} <- opts, value != nil, not valid?(type(key), value) do
+      raise ArgumentError,
+            "invalid value for #{inspect(key)} option: expected #{expected(type(key))}, " <>
+              "got: #{inspect(value)}"
+    end
+
+    opts
+  end
+
+  def validate!(other),
+    do: raise(ArgumentError, "expected a keyword list of options, got: #{inspect(other)}")
+
+  @doc """
+  Validates the application environment and `opts`, merges them (`opts` win) and fills in the
+  defaults. The result has every key.
   """
   @spec resolve(keyword()) :: keyword()
   def resolve(opts) when is_list(opts) do
-    from_env = for k <- @keys, (v = Application.get_env(@app, k)) != nil, do: {k, v}
+    from_env = Application.get_all_env(@app) |> Keyword.drop([:included_applications])
 
-    from_env
-    |> Keyword.merge(opts)
-    |> Keyword.put_new_lazy(:port_path, &default_port_path/0)
-    |> Keyword.put_new_lazy(:pool_size, &System.schedulers_online/0)
-    |> Keyword.put_new(:timeout, 30_000)
-    |> Keyword.put_new(:train_timeout, :timer.hours(2))
-    |> Keyword.put_new(:grace, 2_000)
+    try do
+      validate!(from_env)
+    rescue
+      e in ArgumentError ->
+        reraise ArgumentError, "in config :uro_recommender: " <> e.message, __STACKTRACE__
+    end
+
+    merged = Keyword.merge(from_env, validate!(opts))
+    port_path = Keyword.get_lazy(merged, :port_path, &default_port_path/0)
+
+    Enum.map(@keys, fn key ->
+      {key, Keyword.get_lazy(merged, key, fn -> default(key, port_path) end)}
+    end)
+  end
+
+  defp default(:port_path, port_path), do: port_path
+  defp default(:python_dir, port_path), do: default_python_dir(port_path)
+  defp default(:pool_size, _), do: System.schedulers_online()
+
+  defp default(key, _) do
+    case Keyword.fetch!(@schema, key) do
+      {_type, default, _doc} when is_binary(default) -> nil
+      {_type, default, _doc} -> default
+    end
   end
 
   @doc """
-  The port executable: `priv/uro_recommender` inside this application when it
-  exists there, else the environment variable `URO_REC_PORT`.
+  The port executable: `priv/uro_recommender` inside this application when it exists there,
+  else the environment variable `URO_REC_PORT`.
   """
   @spec default_port_path() :: String.t() | nil
   def default_port_path do
-    in_priv =
-      case :code.priv_dir(@app) do
-        {:error, _} -> nil
-        dir -> Path.join(List.to_string(dir), "uro_recommender")
-      end
+    in_priv = priv_path("uro_recommender")
 
     cond do
       in_priv && File.exists?(in_priv) -> in_priv
@@ -71,4 +146,51 @@ defmodule UroRecommender.Config do
       true -> in_priv
     end
   end
+
+  # priv/python holds uro_rec beside priv/uro_recommender (the Makefile's Mix layout, which a
+  # release copies): said explicitly, so the port needs no lookup of its own for it.
+  defp default_python_dir(port_path) do
+    dir = priv_path("python")
+
+    if port_path && dir && Path.dirname(Path.expand(port_path)) == Path.dirname(dir) &&
+         File.dir?(Path.join(dir, "uro_rec")),
+       do: dir
+  end
+
+  defp priv_path(name) do
+    case :code.priv_dir(@app) do
+      {:error, _} -> nil
+      dir -> Path.join(List.to_string(dir), name)
+    end
+  end
+
+  defp type(key), do: elem(Keyword.fetch!(@schema, key), 0)
+
+  defp valid?(:atom, v), do: is_atom(v)
+  defp valid?(:string, v), do: is_binary(v)
+  defp valid?(:path, v), do: is_binary(v) or (is_list(v) and List.ascii_printable?(v))
+  defp valid?(:boolean, v), do: is_boolean(v)
+  defp valid?(:pos_integer, v), do: is_integer(v) and v > 0
+  defp valid?(:non_neg_integer, v), do: is_integer(v) and v >= 0
+  defp valid?(:timeout, v), do: v == :infinity or (is_integer(v) and v > 0)
+  defp valid?(:args, v), do: is_list(v) and Enum.all?(v, &(is_binary(&1) or is_atom(&1)))
+
+  defp valid?(:backoff, v),
+    do: match?({a, b} when is_integer(a) and is_integer(b) and a > 0 and b >= a, v)
+
+  defp valid?(:env, v), do: is_list(v) and Enum.all?(v, &env_pair?/1)
+
+  defp env_pair?({k, v}) when is_binary(k) or is_atom(k), do: is_binary(v) or is_nil(v)
+  defp env_pair?(_), do: false
+
+  defp expected(:atom), do: "atom"
+  defp expected(:string), do: "string"
+  defp expected(:path), do: "a path (string)"
+  defp expected(:boolean), do: "boolean"
+  defp expected(:pos_integer), do: "positive integer"
+  defp expected(:non_neg_integer), do: "non negative integer"
+  defp expected(:timeout), do: "positive integer or :infinity"
+  defp expected(:args), do: "list of strings"
+  defp expected(:backoff), do: "{first_ms, max_ms} with 0 < first_ms <= max_ms"
+  defp expected(:env), do: "list of {name, value | nil} with string values"
 end

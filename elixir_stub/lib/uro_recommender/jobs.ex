@@ -94,6 +94,9 @@ defmodule UroRecommender.Jobs do
   @doc """
   A term as JSON-storable data: atoms (but `true`, `false`, `nil`) become
   strings, map keys strings, tuples lists; anything else unknown is inspected.
+
+      iex> UroRecommender.Jobs.jsonable(%{version: 2, error: {:database, %{sqlstate: "42P01"}}})
+      %{"error" => ["database", %{"sqlstate" => "42P01"}], "version" => 2}
   """
   @spec jsonable(term()) :: term()
   def jsonable(v) when is_boolean(v) or is_nil(v) or is_number(v), do: v

@@ -62,7 +62,12 @@ defmodule UroRecommender.Recorder do
     :io_lib.format(~c"~1000000000tp.~n", [{:call, command, call_opts, pattern(command, reply)}])
   end
 
-  @doc "The replay pattern of a reply (a charlist), see `line/3`."
+  @doc """
+  The replay pattern of a reply (a charlist), see `line/3`.
+
+      iex> UroRecommender.Recorder.pattern({:recommend, "m", 1, 2, %{scores: true}}, {:ok, [{7, 0.5}]})
+      ~c"{ok,[{7,_}]}"
+  """
   @spec pattern(term(), term()) :: charlist()
   def pattern(:info, {:ok, _}), do: ~c"{ok,_}"
 

@@ -54,6 +54,22 @@ defmodule UroRecommender.TestHelpers do
   @doc "True when the OS process is gone."
   def os_process_gone?(os_pid), do: not File.exists?("/proc/#{os_pid}")
 
+  @doc """
+  The OS pid of a port server's process once it is a new one, ready (after the server started
+  a new OS process: the server itself stays the same).
+  """
+  def new_os_pid(server, old_os, ms \\ 30_000) do
+    eventually(
+      fn ->
+        case UroRecommender.Port.status(server) do
+          %{state: :ready, os_pid: os} when is_integer(os) and os != old_os -> os
+          _ -> nil
+        end
+      end,
+      ms
+    )
+  end
+
   @doc "The pid of a registered process once it is a new one (after a restart)."
   def new_pid(name, old) do
     eventually(fn ->

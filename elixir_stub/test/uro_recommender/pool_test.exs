@@ -182,7 +182,8 @@ defmodule UroRecommender.PoolTest do
     expected = Pool.loaded(@pool)
     System.cmd("kill", ["-9", Integer.to_string(os)])
 
-    new_pid(name, pid)
+    new_os_pid(name, os)
+    assert Process.whereis(name) == pid
     assert eventually(fn -> os_process_gone?(os) end)
     assert Port.loaded(name) == expected
     {:ok, models} = Port.call(name, :models)

@@ -1,0 +1,1 @@
+[inputs: ["{mix,.formatter}.exs", "elixir_stub/{config,lib,test,mix}/**/*.{ex,exs}"]]

@@ -1,0 +1,13 @@
+defmodule UroRecommender.DocsTest do
+  # The examples in the documentation run as tests.
+  use ExUnit.Case, async: true
+
+  doctest UroRecommender
+  doctest UroRecommender.Config
+  doctest UroRecommender.Backoff
+  doctest UroRecommender.ModelStore
+  doctest UroRecommender.PortProcess
+  doctest UroRecommender.Telemetry
+  doctest UroRecommender.Jobs
+  doctest UroRecommender.Recorder
+end

@@ -1,0 +1,39 @@
+defmodule UroRecommender.ObanWorkerTest do
+  # UroRecommender.Oban.TrainWorker is compiled because this project has an :oban dependency
+  # (here the fixture of test/fixtures/oban; in uro the real Oban), and performs a job against
+  # the default pool and the local PostgreSQL server.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+  import UroRecommender.TestHelpers
+
+  @moduletag timeout: 300_000
+  @db System.get_env("URO_REC_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+  test "the worker is compiled, and a job trains and publishes nothing it was not asked to" do
+    assert Code.ensure_loaded?(UroRecommender.Oban.TrainWorker)
+
+    start_supervised!(
+      {UroRecommender,
+       port_path: port_path(), model_dir: tmp_dir("oban"), pool_size: 1, database_url: @db}
+    )
+
+    job =
+      UroRecommender.Oban.TrainWorker.new(%{
+        name: "oban_als",
+        query: "SELECT g % 20, (g * 7) % 15, 1.0::FLOAT8 FROM generate_series(1, 300) g",
+        model_params: %{n_epochs: 1, embed_size: 4}
+      })
+
+    assert %Oban.Job{args: %{"name" => "oban_als"}, queue: "recommender"} = job
+    capture_log(fn -> send(self(), UroRecommender.Oban.TrainWorker.perform(job)) end)
+
+    assert_received {:ok,
+                     %{
+                       "train" => %{"ok" => true, "result" => %{"version" => 1}},
+                       "publish" => nil
+                     }}
+
+    assert {:ok, [_, _]} = UroRecommender.recommend("oban_als", 1, 2)
+  end
+end
