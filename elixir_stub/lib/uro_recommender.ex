@@ -128,7 +128,10 @@ defmodule UroRecommender do
 
   `spec` is the port's map: `%{algorithm: "ALS", data: {:rows, [{user, item,
   label}]} | {:csv, path}, task: "ranking" | "rating", params: %{...},
-  fit: %{...}, eval: %{test_size:, metrics:, k:}, save: true}`. The reply:
+  fit: %{...}, eval: %{test_size:, metrics:, k:}, save: true, features: %{user:, item:,
+  users:, items:}}` (features for the feature models: column kinds and sources, see
+  docs/PROTOCOL.md); with `from_version: v | :latest` and the new `data`, it retrains that
+  saved version on the new data instead (LibRecommender's own retraining path). The reply:
   `%{name, version, algorithm, n_users, n_items, n_interactions, seconds, metrics,
   baseline, lift}` (with `eval`, `metrics`, `baseline` and `lift` are what `evaluate/3`
   answers for the held-out split).
