@@ -319,3 +319,16 @@ def test_request_feature_errors(served, als):
         commands.recommend_many("srv_DeepFM", [1, 2], 5, {"user_feats": {"country": "jp"}})
     with pytest.raises(BadArg, match="without features"):
         commands.update_features("als_str", {"users": ("rows", [("u1", {"country": "jp"})])})
+
+
+def test_update_features_on_a_loaded_graph_model_is_unsupported(model_dir, data):
+    from uro_rec.errors import Unsupported
+
+    rows, users, items = data
+    train_capturing("feat_sage", {"algorithm": "GraphSage", "data": ("rows", rows),
+                                  "params": PARAMS, "features": spec_for("GraphSage", users, items)})
+    update = {"users": ("rows", [(rows[0][0], {"country": "fr"})])}
+    assert commands.update_features("feat_sage", update) == {"users": 1}  # trained here
+    commands.load("feat_sage")
+    with pytest.raises(Unsupported, match="retrain"):
+        commands.update_features("feat_sage", update)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import sources
-from .errors import BadArg
+from .errors import BadArg, Unsupported
 from .options import check_id, normalize_opts
 
 KINDS = ("sparse", "dense", "multi_sparse")
@@ -424,6 +424,10 @@ def update(entry, what, where):
     DataInfo.assign_{user,item}_features. -> {users|items: ids matched}."""
     if entry.features is None:
         raise BadArg(f"{where}: {entry.name} ({entry.algorithm}) was trained without features")
+    if entry.algorithm in NO_REQUEST_FEATURES and not entry.trained_here:
+        raise Unsupported(f"{where}: a loaded {entry.algorithm} keeps no network to compute "
+                          f"its vectors again from new features (LibRecommender saves only "
+                          f"the vectors): retrain it (train with from_version) instead")
     o = normalize_opts(what, f"{where}: sources")
     if not o or set(o) - {"users", "items"}:
         raise BadArg(f"{where}: give users => Source and/or items => Source, got {sorted(o)}")
