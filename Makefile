@@ -10,7 +10,8 @@
 #   make install PREFIX=DIR   a movable tree: port, python/uro_rec, sql/, venv/ (see below)
 #   make demo     uro's story on uro-shaped tables: visits recorded, a scheduled run, the gate,
 #                 the lists read back by SQL, forget_user, a refused run (bench/uro_demo.exs)
-#   make bench    latency against the bare echo port, interleaved call by call
+#   make bench    latency against the bare echo port, interleaved call by call; the database
+#                 benchmark; the recorder; retraining on 10 % new data against full training
 #
 # The virtualenv lives outside the checkout (scripts/setup.sh says where); override with
 # URO_REC_VENV=/path. Its interpreter's libpython is the one we link, by soname: no path of
@@ -50,7 +51,8 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions clean
+        test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
+        bench-retrain clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -66,10 +68,14 @@ bench: setup
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
+	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
 # The recorder (UroRecommender.Interactions) against a bare GenServer.cast: bench/INTERACTIONS_BENCH.md
 bench-interactions: setup
 	@$(MAKE) --no-print-directory build
 	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
+# Retraining on 10 % new data against full training: bench/RETRAIN_BENCH.txt
+bench-retrain: setup
+	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
 bench-db: setup
 	@$(MAKE) --no-print-directory build
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)

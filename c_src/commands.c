@@ -51,7 +51,7 @@ static const struct command commands[] = {
     {"observe", 2, 3, run_in_python},
     {"observe_source", 2, 3, run_in_python},
     {"ping", 0, 0, run_ping},
-    {"predict", 3, 3, run_in_python},
+    {"predict", 3, 4, run_in_python},
     {"publish", 1, 2, run_in_python},
     {"purge_forgotten", 2, 3, run_in_python},
     {"recommend", 3, 4, run_in_python},
@@ -64,6 +64,7 @@ static const struct command commands[] = {
     {"similar_items", 3, 3, run_in_python},
     {"train", 2, 2, run_in_python},
     {"unload", 1, 1, run_in_python},
+    {"update_features", 2, 2, run_in_python},
 };
 
 static const struct command *find_command(const char *name)

@@ -6,6 +6,7 @@
  * is never buffered as text, and numeric columns never become one Python object per row (they
  * reach Python as bytes that numpy wraps without copying). Text and UUID columns do become
  * str objects, but through a small intern table, since ids repeat on every interaction.
+ * Arrays of text (TEXT[], VARCHAR[], UUID[]: feature tags) become lists of str.
  */
 #include "db_private.h"
 
@@ -91,14 +92,14 @@ static PyObject *text_value(const char *p, int len, Oid type)
 
 /* ---- typed columns --------------------------------------------------------------------------- */
 
-enum column_kind { COL_INT64, COL_FLOAT64, COL_TIME, COL_TEXT, COL_OTHER };
+enum column_kind { COL_INT64, COL_FLOAT64, COL_TIME, COL_TEXT, COL_TEXT_ARRAY, COL_OTHER };
 
 struct column {
     enum column_kind kind;
     Oid type;
     char *data;       /* int64 or double values */
     size_t cap;
-    PyObject *texts;  /* list, for COL_TEXT */
+    PyObject *texts;  /* list, for COL_TEXT and COL_TEXT_ARRAY */
     Py_ssize_t nulls;
     Py_ssize_t first_null;
 };
@@ -124,6 +125,12 @@ static enum column_kind kind_of(Oid type)
     case OID_NAME:
     case OID_UUID:
         return COL_TEXT;
+    case OID_NAME_ARRAY:
+    case OID_TEXT_ARRAY:
+    case OID_BPCHAR_ARRAY:
+    case OID_VARCHAR_ARRAY:
+    case OID_UUID_ARRAY:
+        return COL_TEXT_ARRAY;
     default: /* dates, JSON, bytea...: nothing we read as an id, label or time */
         return COL_OTHER;
     }
@@ -147,6 +154,49 @@ static int append_text(struct column *c, int is_null, const char *p, int len, Py
     }
     int rc = PyList_Append(c->texts, v);
     Py_DECREF(v);
+    return rc;
+}
+
+/* A one-dimensional array in binary format (ndim, has_null, element OID, then per dimension
+ * size and lower bound, then each element as length + bytes, -1 for NULL) -> list of str.
+ * NULL elements are left out; more dimensions are read flat. len is trusted only as the
+ * bound every read is checked against. */
+static PyObject *text_array(const char *p, int len)
+{
+    PyObject *list = PyList_New(0);
+    if (!list || len < 12)
+        return list;
+    int ndim = (int32_t)be32(p);
+    Oid elem = (Oid)be32(p + 8);
+    long count = ndim > 0 ? 1 : 0, off = 12;
+    for (int d = 0; d < ndim && off + 8 <= len; d++, off += 8) {
+        long size = (int32_t)be32(p + off); /* every element takes 4 bytes at least: */
+        count = size < 0 ? 0 : (count > len / 4 || size > len / 4) ? len / 4 : count * size;
+    }
+    for (long k = 0; k < count && off + 4 <= len; k++) {
+        int n = (int32_t)be32(p + off);
+        off += 4;
+        if (n < 0)
+            continue; /* a NULL element */
+        if (n > len - off)
+            break;
+        PyObject *v = text_value(p + off, n, elem);
+        if (!v || PyList_Append(list, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(v);
+        off += n;
+    }
+    return list;
+}
+
+static int append_text_array(struct column *c, int is_null, const char *p, int len)
+{
+    PyObject *v = is_null ? (Py_INCREF(Py_None), Py_None) : text_array(p, len);
+    int rc = v ? PyList_Append(c->texts, v) : -1;
+    Py_XDECREF(v);
     return rc;
 }
 
@@ -193,6 +243,8 @@ static int append_value(struct column *c, Py_ssize_t row, PGresult *res, int col
     int len = PQgetlength(res, 0, col);
     if (c->kind == COL_TEXT)
         return append_text(c, is_null, p, len, interned);
+    if (c->kind == COL_TEXT_ARRAY)
+        return append_text_array(c, is_null, p, len);
     return append_number(c, row, is_null, p, len);
 }
 
@@ -209,7 +261,8 @@ static int new_columns(PGresult *res, struct column **cols, int *ncols)
     for (int i = 0; i < *ncols; i++) {
         (*cols)[i].type = PQftype(res, i);
         (*cols)[i].kind = kind_of((*cols)[i].type);
-        if ((*cols)[i].kind == COL_TEXT && !((*cols)[i].texts = PyList_New(0)))
+        if (((*cols)[i].kind == COL_TEXT || (*cols)[i].kind == COL_TEXT_ARRAY) &&
+            !((*cols)[i].texts = PyList_New(0)))
             return -1;
     }
     return 0;
@@ -227,7 +280,7 @@ static void free_columns(struct column *cols, int n)
 static const char *kind_name(enum column_kind k)
 {
     return k == COL_INT64 ? "int64" : k == COL_FLOAT64 ? "float64" : k == COL_TIME ? "time"
-           : k == COL_TEXT ? "text" : "unsupported";
+           : k == COL_TEXT ? "text" : k == COL_TEXT_ARRAY ? "text_array" : "unsupported";
 }
 
 static PyObject *columns_result(struct column *cols, int n, PGresult *first, Py_ssize_t rows)
@@ -237,7 +290,7 @@ static PyObject *columns_result(struct column *cols, int n, PGresult *first, Py_
         goto fail;
     for (int i = 0; i < n; i++) {
         PyList_SET_ITEM(names, i, PyUnicode_FromString(PQfname(first, i)));
-        PyObject *data = cols[i].kind == COL_TEXT
+        PyObject *data = cols[i].kind == COL_TEXT || cols[i].kind == COL_TEXT_ARRAY
                              ? (Py_INCREF(cols[i].texts), cols[i].texts)
                              : cols[i].kind == COL_OTHER
                                    ? PyLong_FromUnsignedLong(cols[i].type) /* the type OID */

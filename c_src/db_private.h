@@ -33,6 +33,12 @@
 #define OID_TIMESTAMPTZ 1184
 #define OID_NUMERIC 1700
 #define OID_UUID 2950
+/* arrays of text-like elements: multi-valued features (tags), read as lists of str */
+#define OID_NAME_ARRAY 1003
+#define OID_TEXT_ARRAY 1009
+#define OID_BPCHAR_ARRAY 1014
+#define OID_VARCHAR_ARRAY 1015
+#define OID_UUID_ARRAY 2951
 
 /* Slot 0 serves every command. An export with writers > 1 also writes through slots 1..,
  * each used by one Python thread at a time, and closes them when it ends (db_release). */

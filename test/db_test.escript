@@ -58,6 +58,8 @@ main([Exe]) ->
              {"6  observe appends to the table and filters the item", fun case_observe/1},
              {"8  memory-based models: export = recommend = recommend_many = fresh port",
               fun case_memory_export/1},
+             {"9  features from SQL: UUID, TEXT, INT, BOOL, FLOAT8 (NULL), TEXT[]",
+              fun case_features_sql/1},
              {"4  connection loss mid-stream: error, port up, next call ok", fun case_conn_loss/1},
              {"4b server unreachable: 08001 at once, port up", fun case_unreachable/1},
              {"5  registry: publish in port A, load from database in port B", fun case_registry/1},
@@ -655,6 +657,64 @@ case_memory_export(#{t := T} = Ctx) ->
              [] = compare_table(Ctx, "test", Recs, Name, B, Users, N, V, false)
          end || {Name, V, Path} <- Saved],
         io_lib:format("~b models x ~b users identical in table, A and fresh B", [length(Algos), length(Users)])
+    after
+        stop_port(B)
+    end.
+
+%% A feature model trained from three SQL sources (interactions, users, worlds) with every
+%% feature type the port maps: UUID and TEXT as sparse, INT4 and BOOL sparse, FLOAT8 dense
+%% with NULLs (absent: the column's mean), TEXT[] tags as multi_sparse (a NULL array and NULL
+%% elements are absent). Then serving: user_feats for a new user, item_feats for a world the
+%% model never saw, update_features from SQL, and a fresh port's load answering the same.
+case_features_sql(#{t := T} = Ctx) ->
+    Inter = T("uro_t_feat_inter"), Users = T("uro_t_feat_users"), Worlds = T("uro_t_feat_worlds"),
+    {ok, _} = psql(Ctx, "test", [
+        "CREATE TABLE ", Users, " (id UUID PRIMARY KEY, country TEXT NOT NULL, friends INT4 NOT NULL, "
+        "verified BOOL NOT NULL, karma FLOAT8);",
+        "INSERT INTO ", Users, " SELECT md5('u' || u)::uuid, (ARRAY['de','jp','us'])[u % 3 + 1], u % 17, "
+        "u % 4 = 0, CASE WHEN u % 5 = 0 THEN NULL ELSE u * 0.5 END FROM generate_series(1, 80) u;",
+        "CREATE TABLE ", Worlds, " (id UUID PRIMARY KEY, uploader UUID NOT NULL, public BOOL NOT NULL, "
+        "tags TEXT[]);",
+        "INSERT INTO ", Worlds, " SELECT md5('w' || w)::uuid, md5('up' || (w % 6))::uuid, w % 7 <> 0, "
+        "CASE WHEN w % 9 = 0 THEN NULL ELSE ARRAY['t' || (w % 5), NULL, 'x' || (w % 3)] END "
+        "FROM generate_series(1, 50) w;",
+        "CREATE TABLE ", Inter, " (user_id UUID NOT NULL, world_id UUID NOT NULL, label FLOAT8 NOT NULL);",
+        "INSERT INTO ", Inter, " SELECT md5('u' || u)::uuid, md5('w' || w)::uuid, 1.0 FROM "
+        "generate_series(1, 80) u, generate_series(1, 50) w WHERE (u * 7 + w * 3) % 11 < 2;"]),
+    P = maps:get(main, Ctx),
+    Name = bin(T("m_feat")),
+    Features = #{user => #{country => sparse, friends => sparse, verified => sparse, karma => dense},
+                 item => #{uploader => sparse, public => sparse, tags => multi_sparse},
+                 users => {sql, bin(["SELECT id, country, friends, verified, karma FROM ", Users]), []},
+                 items => {sql, bin(["SELECT id, uploader, public, tags FROM ", Worlds]), []}},
+    Spec = #{algorithm => <<"DeepFM">>, features => Features,
+             data => {sql, bin(["SELECT user_id, world_id, label FROM ", Inter]), []},
+             params => #{n_epochs => 1, embed_size => 8}},
+    {ok, #{n_users := 80, version := _}} = call(P, {train, Name, Spec}),
+    {ok, [U1 | _]} = psql(Ctx, "test", ["SELECT md5('u1')::uuid"]),
+    User = bin(U1),
+    {ok, Recs} = call(P, {recommend, Name, User, 5, #{}}),
+    5 = length(Recs),
+    NewUser = #{country => <<"jp">>, friends => 3, verified => true, karma => 2.5},
+    {ok, Cold} = call(P, {recommend, Name, <<"brand-new">>, 5, #{user_feats => NewUser}}),
+    5 = length(Cold),
+    {ok, [S1]} = call(P, {predict, Name, User, [<<"new-world">>],
+                          #{item_feats => #{tags => [<<"t1">>, <<"x2">>]}}}),
+    {ok, [S0]} = call(P, {predict, Name, User, [<<"new-world">>]}),
+    true = is_float(S1) andalso S1 =/= S0,  % tags t1, x2 read from TEXT[]: known categories
+    {ok, #{users := 1}} = call(P, {update_features, Name, #{users => {sql, bin(["SELECT id, 'us' AS country, 99 AS friends FROM ",
+                                                                              Users, " WHERE id = $1::uuid"]), [User]}}}),
+    {ok, After} = call(P, {predict, Name, User, Recs}),
+    {ok, #{path := Path}} = call(P, {save, Name}),
+    %% the errors: an integer column with NULLs, a type no feature can have
+    {error, {badarg, _}} = call(P, {update_features, Name, #{users => {sql, bin(["SELECT id, NULLIF(friends, 3) AS friends FROM ", Users]), []}}}),
+    {error, {badarg, _}} = call(P, {update_features, Name, #{users => {sql, bin(["SELECT id, '{}'::jsonb AS country FROM ", Users]), []}}}),
+    B = start_port(Ctx, "test", "feat_b"),
+    try
+        {ok, _} = call(B, {load, Name, #{path => bin(Path)}}),
+        {ok, After} = call(B, {predict, Name, User, Recs}),
+        {ok, Cold} = call(B, {recommend, Name, <<"brand-new">>, 5, #{user_feats => NewUser}}),
+        io_lib:format("DeepFM on 7 SQL feature columns; cold user, new world, update, fresh port ok", [])
     after
         stop_port(B)
     end.

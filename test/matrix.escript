@@ -5,7 +5,7 @@
 %% The model matrix: every algorithm uro_rec serves, trained through the port on a small
 %% seeded dataset, asked for recommendations (recommend, then recommend_many for the same
 %% users), saved, loaded in a FRESH port process, asked again both ways; all the answers must be
-%% equal (=:=).
+%% equal (=:=). Every algorithm that takes features runs twice: without and with them (`+feat`).
 %%
 %%   escript test/matrix.escript PORT_EXE [ALGORITHM...]
 %%
@@ -52,14 +52,39 @@ algorithms() ->
      {"AutoInt", "autoint", "AutoInt", E#{n_epochs => 1}},
      {"DIN", "din", "DIN", E#{n_epochs => 1}},
      {"Transformer", "transformer", "Transformer", E#{n_epochs => 1}},
-     {"SIM", "sim", "SIM", E#{n_epochs => 1}}].
+     {"SIM", "sim", "SIM", E#{n_epochs => 1}}] ++ feature_algorithms(E).
+
+%% Every algorithm that takes features, trained on them: user features from a users source
+%% (sparse text, dense, sparse boolean), item features from an items source (sparse text,
+%% sparse integer, multi_sparse tags, dense). YouTubeRetrieval takes user features only.
+feature_algorithms(E) ->
+    Users = {rows, [{U, #{<<"country">> => lists:nth(U rem 5 + 1, [<<"de">>, <<"jp">>, <<"us">>, <<"br">>, <<"fr">>]),
+                          <<"friends">> => float(U rem 17), <<"verified">> => U rem 3 =:= 0}}
+                    || U <- lists:seq(1, 200)]},
+    Items = {rows, [{I, #{<<"kind">> => lists:nth(I rem 3 + 1, [<<"world">>, <<"avatar">>, <<"prop">>]),
+                          <<"uploader">> => I rem 11,
+                          <<"tags">> => [<<"t", (integer_to_binary(I rem 7))/binary>>
+                                         | [<<"x", (integer_to_binary(I rem 5))/binary>> || I rem 2 =:= 0]],
+                          <<"age_days">> => float(I rem 13)}}
+                    || I <- lists:seq(1, 150)]},
+    UserF = #{<<"country">> => sparse, <<"friends">> => dense, <<"verified">> => sparse},
+    ItemF = #{<<"kind">> => sparse, <<"uploader">> => sparse, <<"tags">> => multi_sparse,
+              <<"age_days">> => dense},
+    Both = #{user => UserF, item => ItemF, users => Users, items => Items},
+    [{A ++ "+feat", string:lowercase(A) ++ "_feat", A, E#{n_epochs => 1},
+      case A of
+          "YouTubeRetrieval" -> maps:without([item, items], Both);
+          _ -> Both
+      end}
+     || A <- ["WideDeep", "FM", "DeepFM", "YouTubeRetrieval", "YouTubeRanking", "AutoInt", "DIN",
+              "GraphSage", "PinSage", "TwoTower", "Transformer", "SIM"]].
 
 main([Exe | Only]) ->
     T0 = erlang:monotonic_time(millisecond),
     Algos = case Only of
                 [] -> algorithms();
-                _ -> [A || A = {L, _, Alg, _} <- algorithms(),
-                           lists:member(L, Only) orelse lists:member(Alg, Only)]
+                _ -> [A || A <- algorithms(),
+                           lists:member(element(1, A), Only) orelse lists:member(element(3, A), Only)]
             end,
     Dir = filename:join("/tmp", "uro_matrix_" ++ os:getpid()),
     ok = filelib:ensure_dir(filename:join(Dir, "x")),
@@ -75,10 +100,10 @@ main([Exe | Only]) ->
                                    start(Exe, Dir), Trained),
     stop(P2),
     os:cmd("rm -rf '" ++ Dir ++ "'"),
-    io:format("~n~-18s ~-14s  ~s~n", ["algorithm", "train s (wall)", "result"]),
+    io:format("~n~-22s ~-14s  ~s~n", ["algorithm", "train s (wall)", "result"]),
     io:format("~s~n", [lists:duplicate(78, $-)]),
     lists:foreach(fun({Label, Secs, Res}) ->
-                          io:format("~-18s ~-14s  ~ts~n", [Label, fmt_secs(Secs), show(Res)])
+                          io:format("~-22s ~-14s  ~ts~n", [Label, fmt_secs(Secs), show(Res)])
                   end, Results),
     Failed = length([x || {_, _, {fail, _}} <- Results]),
     Passed = length(Results) - Failed,
@@ -96,9 +121,15 @@ show({pass, Note}) -> "pass" ++ Note;
 show({fail, Why}) -> "FAIL " ++ lists:flatten(Why).
 
 train_one(Exe, Dir, Rows, {Label, Name, Algo, Params}, P0) ->
+    train_one(Exe, Dir, Rows, {Label, Name, Algo, Params, none}, P0);
+train_one(Exe, Dir, Rows, {Label, Name, Algo, Params, Features}, P0) ->
     P = ensure(Exe, Dir, P0),
-    Spec = #{algorithm => list_to_binary(Algo), data => {rows, Rows}, params => Params},
-    io:format("  train ~-18s", [Label]),
+    Spec0 = #{algorithm => list_to_binary(Algo), data => {rows, Rows}, params => Params},
+    Spec = case Features of
+               none -> Spec0;
+               _ -> Spec0#{features => Features}
+           end,
+    io:format("  train ~-22s", [Label]),
     T0 = erlang:monotonic_time(millisecond),
     case call(P, {train, list_to_binary(Name), Spec}) of
         {ok, #{seconds := Secs, version := V}} when is_integer(V) ->

@@ -90,11 +90,30 @@ defmodule UroRecommender do
     Pool.call(pool(call), {:recommend_many, name, users, n, Map.new(cmd)}, call)
   end
 
-  @doc "Scores of `items` for `user`, in the order given."
+  @doc """
+  Scores of `items` for `user`, in the order given. Options `user_feats:
+  %{column => value}` (the user's features, for a user the model never saw too) and
+  `item_feats:` (for an item the model never saw) on models trained with features.
+  """
   @spec predict(model(), id(), [id()], keyword()) :: result([float()])
   def predict(name, user, items, opts \\ []) do
+    case split(opts) do
+      {call, []} -> Pool.call(pool(call), {:predict, name, user, items}, call)
+      {call, cmd} -> Pool.call(pool(call), {:predict, name, user, items, Map.new(cmd)}, call)
+    end
+  end
+
+  @doc """
+  Replaces stored user and/or item features without retraining (`sources`:
+  `%{users: source, items: source}`, feature sources as in `train/3`'s
+  `features`): on the training port, saved as a new version there and hot-swapped
+  into every serving port like `train/3`. The reply: `%{users | items => matched,
+  version: v}`.
+  """
+  @spec update_features(model(), map(), keyword()) :: result(map())
+  def update_features(name, sources, opts \\ []) do
     {call, _} = split(opts)
-    Pool.call(pool(call), {:predict, name, user, items}, call)
+    Pool.update_features(pool(call), name, sources, call)
   end
 
   @doc "The `n` items most similar to `item`, as `{item, score}`."
@@ -110,7 +129,10 @@ defmodule UroRecommender do
 
   `spec` is the port's map: `%{algorithm: "ALS", data: {:rows, [{user, item,
   label}]} | {:csv, path}, task: "ranking" | "rating", params: %{...},
-  fit: %{...}, eval: %{test_size:, metrics:, k:}, save: true}`. The reply:
+  fit: %{...}, eval: %{test_size:, metrics:, k:}, save: true, features: %{user:, item:,
+  users:, items:}}` (features for the feature models: column kinds and sources, see
+  docs/PROTOCOL.md); with `from_version: v | :latest` and the new `data`, it retrains that
+  saved version on the new data instead (LibRecommender's own retraining path). The reply:
   `%{name, version, algorithm, n_users, n_items, n_interactions, seconds, metrics,
   baseline, lift}` (with `eval`, `metrics`, `baseline` and `lift` are what `evaluate/3`
   answers for the held-out split).

@@ -109,4 +109,21 @@ def all_models(als, bpr, lightgcn, itemcf):
     }
 
 
-__all__ = ["commands", "registry", "Atom", "consumed_of", "BIG"]
+def in_fresh_process(module, *args, timeout=1800):
+    """``module.parity_report(*args)`` run in a fresh Python process, its JSON result.
+    Parity with LibRecommender is measured there: after other work in a process,
+    TensorFlow's numbers can move in the last float bits (see test_features)."""
+    import json
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = ("import sys, json, importlib; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
+            "T = importlib.import_module(sys.argv[3]);"
+            "sys.__stdout__.write('RESULT' + json.dumps(T.parity_report(*sys.argv[4:])))")
+    out = subprocess.run([sys.executable, "-c", code, here, os.path.dirname(here), module,
+                          *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    assert "RESULT" in out.stdout, out.stderr[-4000:]
+    return json.loads(out.stdout.split("RESULT", 1)[1])
+
+
+__all__ = ["commands", "registry", "Atom", "consumed_of", "BIG", "in_fresh_process"]

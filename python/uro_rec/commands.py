@@ -7,7 +7,7 @@ import sys
 import time
 from importlib import metadata
 
-from . import db, limits, registry, registry_store, schema, sources
+from . import db, evaluation, features, limits, registry, registry_store, schema, sources
 from . import export as exporter
 from . import recommend as rec
 from .errors import BadArg
@@ -76,14 +76,38 @@ def recommend_many(name, users, n, opts=None):
         return dict(rec.recommend_many(entry, users, n, ro))
 
 
-def predict(name, user, items):
+def predict(name, user, items, opts=None):
     """Scores in the order of ``items``; see :func:`uro_rec.recommend.predict`
-    for unknown users and items."""
+    for unknown users and items. Opts ``user_feats``, ``item_feats``: uro_rec.features."""
     where = "predict"
     entry = registry.lookup(name, where)
     user = check_id(user, where, "user")
     items = check_id_list(items, where, "items")
-    return rec.predict(entry, user, items)
+    return rec.predict(entry, user, items, _request_feats(entry, opts, where))
+
+
+def _request_feats(entry, opts, where):
+    """predict's Opts -> libreco's feats dict (user and item columns together) or None."""
+    o = normalize_opts(opts, f"{where}: opts")
+    check_known(o, ("user_feats", "item_feats"), where)
+    feats = {}
+    if "user_feats" in o:
+        feats.update(features.user_feats_option(entry, o["user_feats"], where))
+    if "item_feats" in o:
+        feats.update(features.item_feats_option(entry, o["item_feats"], where))
+    return feats if o else None
+
+
+def update_features(name, sources_map):
+    """``{update_features, Name, #{users | items => Source}}``: replaces stored features
+    without retraining (uro_rec.features.update); ``save`` keeps them as a new version."""
+    where = "update_features"
+    entry = registry.lookup(name, where)
+    counts = features.update(entry, sources_map, where)
+    # not registry.put: the refreshed entry shares the libreco model (and its TF session,
+    # which put would close with the entry it replaces)
+    registry.MODELS[entry.name] = entry.refreshed()
+    return {A(k): v for k, v in counts.items()}
 
 
 def similar_items(name, item, n):
@@ -143,8 +167,6 @@ def models(opts=None):
 
 def evaluate(name, source, opts=None):
     """``#{metrics, baseline, lift}``: see :mod:`uro_rec.evaluation`."""
-    from . import evaluation
-
     where = "evaluate"
     entry = registry.lookup(name, where)
     o = normalize_opts(opts, "evaluate: opts")

@@ -22,23 +22,15 @@ N_TASTES = 12
 
 def generate(n_users, n_items, n_interactions, seed=1):
     """-> list of ``(user, item, label, time)`` with int ids starting at 1."""
-    for v, f in ((n_users, "n_users"), (n_items, "n_items")):
-        if int(v) <= 0:
-            raise ValueError(f"{f} must be positive")
     n_interactions = min(int(n_interactions), n_users * n_items // 2 or 1)
     rng = np.random.default_rng(seed)
-    tastes = min(N_TASTES, n_items)
-    item_taste = rng.integers(0, tastes, n_items)
-    item_pop = 1.0 / np.arange(1, n_items + 1) ** 0.9
-    rng.shuffle(item_pop)
+    tastes, item_taste, item_pop, user_tastes = _world(n_users, n_items, rng)
     by_taste = [np.flatnonzero(item_taste == t) for t in range(tastes)]
     taste_cdf = []
     for members in by_taste:
         w = item_pop[members]
         taste_cdf.append(np.cumsum(w) / w.sum() if len(members) else None)
     global_cdf = np.cumsum(item_pop) / item_pop.sum()
-    user_tastes = [rng.choice(tastes, size=rng.integers(1, 4), replace=False)
-                   for _ in range(n_users)]
     activity = 1.0 / np.arange(1, n_users + 1) ** 0.6
     rng.shuffle(activity)
     activity /= activity.sum()
@@ -68,6 +60,54 @@ def generate(n_users, n_items, n_interactions, seed=1):
                 break
     base = 1_600_000_000
     return [(u + 1, i + 1, 1, base + 60 * n) for n, (u, i) in enumerate(rows)]
+
+
+def _world(n_users, n_items, rng):
+    """Tastes, each item's taste and popularity, each user's tastes (the draws' order is
+    part of every seed's data: keep it)."""
+    for v, f in ((n_users, "n_users"), (n_items, "n_items")):
+        if int(v) <= 0:
+            raise ValueError(f"{f} must be positive")
+    tastes = min(N_TASTES, n_items)
+    item_taste = rng.integers(0, tastes, n_items)
+    item_pop = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    rng.shuffle(item_pop)
+    user_tastes = [rng.choice(tastes, size=rng.integers(1, 4), replace=False)
+                   for _ in range(n_users)]
+    return tastes, item_taste, item_pop, user_tastes
+
+
+def generate_features(n_users, n_items, seed=1):
+    """Features of the users and items of ``generate(n_users, n_items, _, seed)``, as feature
+    sources' rows ``[(id, {column: value})]``, carrying the same tastes the interactions
+    follow, so a feature model has something to learn from them:
+
+    - users: ``country`` (sparse text, one of 5), ``favourite`` (sparse: one of the user's
+      tastes), ``friends`` (dense, more for more tastes), ``verified`` (sparse boolean);
+    - items: ``kind`` (sparse: world, avatar or prop), ``uploader`` (sparse integer: mostly
+      the taste's own uploaders), ``public`` (sparse boolean), ``tags`` (multi-sparse: the
+      taste's name and zero to two other tags), ``age_days`` (dense).
+    """
+    _tastes, item_taste, item_pop, user_tastes = _world(n_users, n_items,
+                                                        np.random.default_rng(seed))
+    rng = np.random.default_rng([seed, 7])
+    countries = ["de", "jp", "us", "br", "fr"]
+    users = [(u + 1, {"country": countries[int(rng.integers(0, 5))],
+                      "favourite": f"t{int(ts[0])}",
+                      "friends": float(len(ts) * 10 + rng.integers(0, 10)),
+                      "verified": bool(rng.random() < 0.3)})
+             for u, ts in enumerate(user_tastes)]
+    items = []
+    for i, t in enumerate(item_taste.tolist()):
+        extra = [f"x{int(x)}" for x in rng.choice(20, size=int(rng.integers(0, 3)), replace=False)]
+        items.append((i + 1, {
+            "kind": ("world", "avatar", "prop")[i % 3],
+            "uploader": int(t * 3 + rng.integers(0, 3)) if rng.random() < 0.8 else int(rng.integers(0, 100)),
+            "public": bool(rng.random() < 0.9),
+            "tags": [f"t{t}"] + extra,
+            "age_days": float(round(1.0 / item_pop[i] ** 0.5, 3)),
+        }))
+    return users, items
 
 
 def write_csv(rows, out):

@@ -1,15 +1,19 @@
 """A loaded model plus everything precomputed to serve it fast.
 
 An :class:`Entry` is built once, after train or load, and then only read (but for
-:meth:`Entry.observe`, which adds to the consumed sets, and ``registry.save``, which sets
-its version and path). An embedding model loaded from disk is
+:meth:`Entry.observe`, which adds to the consumed sets and to unknown users' observed items,
+``registry.save``, which sets its version and path, and ``update_features``, which rebuilds an
+embedding model's entry: :meth:`Entry.refreshed`). An embedding model loaded from disk is
 built from its serving snapshot (serving.npz) without libreco, so a restarted port serves
 it in well under a second instead of after TensorFlow's and torch's imports. It
 holds the libreco model, its DataInfo and TF graph, our own id <-> inner-index
 maps (ids keep the exact Python type they were trained with), each user's
 consumed items as a sorted numpy array, the item popularity ranking used for
 cold start and top-ups, and for embedding models contiguous copies of the
-embedding matrices so a recommendation is one mat-vec and one recommend.top_k.
+embedding matrices (with libreco's out-of-vocabulary rows, which predict uses) so a
+recommendation is one mat-vec and one recommend.top_k. Also: the feature layout of a
+feature model, its hyperparameters (read lazily), and whether it was fitted in this process
+(retraining keeps its optimiser state then).
 """
 import contextlib
 import os
@@ -108,6 +112,11 @@ class Entry:
         self.version = version
         self.path = path
         self.kind = algorithms.kind(algorithm)
+        self.features = None  # the feature layout (uro_rec.features) of a feature model
+        self.saved_from = path  # the saved version this entry's model came from, if any
+        # True when the model was fitted in this process (its optimiser state is in memory:
+        # uro_rec.retrain saves it with the version)
+        self.trained_here = False
         # Python lists, not numpy arrays: indexing a list gives back the exact
         # Python int/str we were trained with, and is faster per element.
         self.user_ids = list(user_ids)
@@ -158,6 +167,28 @@ class Entry:
         self._params = None         # lazily: hyperparameters of a snapshot entry
         self._item_unit = None      # lazily: normalised item embeddings
         self._cooc = None           # lazily: item x user binary matrix + norms
+
+    def refreshed(self):
+        """After features changed in the DataInfo (update_features): an embedding model's
+        vectors computed again from them (libreco's set_embeddings), this entry's state
+        (observations, metrics, the feature layout) carried over; other models read their
+        DataInfo at every call and are returned as they are. The result is unsaved: its
+        ``path`` is None, so ``publish`` saves it first, and ``saved_from`` names the
+        directory it came from (uro_rec.retrain copies that version's training state)."""
+        if self.path is not None:
+            self.saved_from, self.path = self.path, None
+        if self.kind != "embed":
+            return self
+        model = self.model
+        with self.graph_ctx():
+            model.set_embeddings()
+            model.assign_embedding_oov()
+        new = Entry(self.name, self.algorithm, self.task, model, self.data_info, self.graph,
+                    self.user_ids, self.item_ids, version=self.version)
+        for attr in ("consumed", "trained_consumed", "observed", "observed_seq", "metrics",
+                     "features", "saved_from", "trained_here"):
+            setattr(new, attr, getattr(self, attr))
+        return new
 
     def hyperparameters(self):
         """The libreco constructor's arguments (embed_size, reg, alpha, num_neg...): from the
@@ -220,8 +251,8 @@ class Entry:
     def observe(self, events):
         """Takes (user, item, ...) events into what each user has consumed, so recommend
         stops returning those items: a known user's consumed set, an unknown user's
-        ``observed`` set. Returns how many events named an item the model does not know
-        (they change nothing)."""
+        ``observed`` set and sequence (:meth:`observe_unknown`). Returns how many events
+        named an item the model does not know (they change nothing)."""
         by_user, unknown_items = {}, 0
         for user, item, *_ in events:
             inner = self.item_inner(item)

@@ -16,6 +16,11 @@ libreco's random popular fill), the scoring networks go through libreco's
 recommend_user; both are then deduplicated, filtered and topped up from the
 popularity ranking, in its fixed order.
 
+Users built at request time (``seq``, ``user_feats``, an unknown user's observed items:
+uro_rec.dynamic, uro_rec.foldin) are ranked by the same code as known users: an embedding
+model's user vector goes through the same masks and top_k, a scoring network's through
+its own recommend_user and the same dedupe/filter/top-up.
+
 Cold start for unknown users: ``popular`` (default) is the deterministic
 popularity ranking of the training data (distinct users per item); ``average``
 scores items with the mean user embedding on embedding models and falls back to
@@ -37,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from . import dynamic, neighbours
+from . import dynamic, features, neighbours
 from .errors import BadArg
 from .options import boolean, check_id_list, check_known, choice, normalize_opts
 
@@ -62,7 +67,8 @@ def parse_opts(entry, opts, where):
     if opts is None or (isinstance(opts, (dict, list)) and not opts):
         return _DEFAULT_OPTS  # the common call: nothing to check or build
     o = normalize_opts(opts, f"{where}: opts")
-    check_known(o, ("filter_consumed", "cold_start", "exclude", "scores", "seq"), where)
+    check_known(o, ("filter_consumed", "cold_start", "exclude", "scores", "seq", "user_feats"),
+                where)
     exclude = check_id_list(o.get("exclude", []), where, "exclude")
     idx = [entry.item_index[i] for i in exclude if i in entry.item_index]
     idx = np.unique(np.asarray(idx, dtype=np.intp)) if idx else _NO_ITEMS
@@ -72,6 +78,8 @@ def parse_opts(entry, opts, where):
         exclude=idx,
         scores=boolean(o.get("scores", False), where, "scores"),
         seq=dynamic.parse_seq(entry, o["seq"], where) if "seq" in o else None,
+        user_feats=(features.user_feats_option(entry, o["user_feats"], where)
+                    if "user_feats" in o else None),
     )
 
 
@@ -335,17 +343,12 @@ def _via_libreco(entry, uid, n, ro, user=None, seen=None):
     if len(ids) < n:  # memory-based models run out of neighbours: top up, in a fixed order
         more, _ = _popular(entry, n - len(ids), ro, banned, taken=seen)
         ids.extend(more)
-    scores = _libreco_predict(entry, who, ids) if ro.scores else None
+    scores = predict_inner(entry, np.full(len(ids), who), np.asarray(ids, dtype=np.intp),
+                           feats=ro.user_feats) if ro.scores and ids else ([] if ro.scores else None)
     return ids, scores
 
 
-def _libreco_predict(entry, uid, iids):
-    if not iids:
-        return []
-    return predict_inner(entry, np.full(len(iids), uid), np.asarray(iids))
-
-
-def predict(entry, user, items):
+def predict(entry, user, items, feats=None):
     """Scores for (user, item) pairs, in the order of ``items``: what LibRecommender's
     ``model.predict(user, items)`` answers, unknown users and items included.
 
@@ -354,6 +357,9 @@ def predict(entry, user, items):
     embedding; on the scoring networks (NCF, FM, ...) the network run on the mean user /
     item variables, whatever it makes of them; the memory-based models answer libreco's
     ``default_pred`` (the global mean rating for the rating task, 0.0 for ranking).
+
+    ``feats`` (libreco's feature dict, from user_feats / item_feats): the user's and the
+    items' stored features replaced by these, as libreco's ``predict(..., feats=...)``.
     """
     if not items:
         return []
@@ -361,19 +367,28 @@ def predict(entry, user, items):
     uid = entry.n_users if uid is None else uid
     oov = entry.n_items
     iids = [oov if i is None else i for i in map(entry.item_inner, items)]
-    return predict_inner(entry, np.full(len(iids), uid), np.asarray(iids)).tolist()
+    return predict_inner(entry, np.full(len(iids), uid), np.asarray(iids), feats=feats).tolist()
 
 
-def predict_inner(entry, users, items, batch=8192):
+def predict_inner(entry, users, items, batch=8192, feats=None):
     """Scores for inner id pairs; ``n_users`` / ``n_items`` stand for an unknown user / item
     (libreco's own convention). Embedding models: the same einsum as a recommended list's
-    scores, so predict and recommend agree to the last bit."""
+    scores, so predict and recommend agree to the last bit. With ``feats`` (one user):
+    libreco's predict pair by pair (it takes features for one pair at a time), or for an
+    embedding model the user vector built from them."""
     users, items = np.asarray(users, dtype=np.intp), np.asarray(items, dtype=np.intp)
+    if feats is not None and entry.kind != "embed":
+        with entry.graph_ctx():
+            return np.asarray([float(np.ravel(entry.model.predict(
+                int(u), int(i), feats=feats, inner_id=True))[0]) for u, i in zip(users, items)])
     if entry.kind == "embed":
         urows = np.empty((len(users), entry.user_vecs.shape[1]))
         known = users < entry.n_users
         urows[known] = entry.user_vecs[users[known]]
         urows[~known] = _user_row(entry, None)
+        if feats is not None:  # one user, built from the features (TwoTower, YouTubeRetrieval)
+            urows[:] = dynamic.user_vector(entry, int(users[0]) if known[0] else None, None,
+                                           RecOpts(exclude=_NO_ITEMS, user_feats=feats))
         irows = entry.item_vecs_scoring[np.minimum(items, entry.n_items - 1)]
         irows[items >= entry.n_items] = entry.item_oov
         return normalize_scores(entry, np.einsum("nd,nd->n", irows, urows))

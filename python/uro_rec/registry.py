@@ -1,7 +1,9 @@
 """Loaded models (in memory) and saved versions (on disk).
 
 Layout: ``<model_dir>/<name>/<version>/`` with libreco's own files (prefix
-``model``) plus ``uro_meta.json``, our sidecar: algorithm, task, version and the
+``model``), ``retrain/`` (the training state a later retrain continues from:
+uro_rec.retrain), ``serving.npz`` for embedding models, plus ``uro_meta.json``, our
+sidecar: algorithm, task, version, metrics, the feature layout (uro_rec.features) and the
 exact user/item id lists. The sidecar exists because libreco's DataInfo keeps ids
 in numpy arrays: int64 ids come back as ``numpy.int64``, bignums and strings as
 pickled objects; our JSON lists give back exactly the Python ints and strs the
@@ -107,6 +109,9 @@ def save(entry):
             # inference_only: embeddings/variables needed to serve, not the
             # optimiser state; every supported class accepts the keyword.
             entry.model.save(tmp, PREFIX, inference_only=True)
+        from . import retrain  # (it imports this module)
+
+        retrain.save_state(entry, tmp)  # what a later {train, ..., from_version} continues
         if entry.kind == "embed":
             np.savez(os.path.join(tmp, SNAPSHOT), **entry.snapshot_arrays())
         meta = {
@@ -117,6 +122,7 @@ def save(entry):
             "user_ids": entry.user_ids,
             "item_ids": entry.item_ids,
             "metrics": {str(k): float(v) for k, v in (entry.metrics or {}).items()},
+            "features": entry.features,  # the layout user_feats are read with, or None
         }
         for _attempt in range(100):
             existing = [int(d) for d in os.listdir(base) if d.isdigit()]
@@ -199,4 +205,5 @@ def load(name, version=None, path=None):
             meta["user_ids"], meta["item_ids"], version=meta.get("version"), path=directory,
         )
     entry.metrics = meta.get("metrics", {})
+    entry.features = meta.get("features")
     return entry

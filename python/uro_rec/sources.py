@@ -122,10 +122,28 @@ def _sql_params(params, where):
 
 
 def _sql_column(kind, data, rows):
-    if kind == "text":
-        return data  # a list of (interned) str
+    if kind in ("text", "text_array", "unsupported"):
+        return data  # a list of (interned) str, of lists of str; the type OID
     dtype = np.int64 if kind in ("int64", "time") else np.float64
     return np.frombuffer(data, dtype=dtype, count=rows)
+
+
+def sql_columns(query, params, where="data"):
+    """``{sql, Query, Params}`` -> ``(names, [(kind, values, nulls, first_null)], rows)``, every
+    column of the result: int64, float64 (booleans 0/1) and time as numpy arrays, text and
+    text_array (TEXT[], UUID[]... as lists of str) as lists, unsupported with its type OID.
+    from_sql reads the first columns as interactions; uro_rec.features reads them by name."""
+    if not isinstance(query, str) or not query.strip():
+        raise BadArg(f"{where}: SQL query must be a non-empty binary")
+    params = _sql_params(params, where)
+    max_rows = limits.get("max_rows")
+    result = db.columns(sql_text.row_capped(query, max_rows), params)
+    rows = result["rows"]
+    if rows > max_rows:
+        raise BadArg(f"{where}: the query returned more than {max_rows} rows (the limit is "
+                     f"{limits.hint('max_rows')}); nothing was loaded")
+    return result["names"], [(kind, _sql_column(kind, values, rows), nulls, first)
+                             for kind, values, nulls, first in result["columns"]], rows
 
 
 def from_sql(query, params, where="data"):
@@ -133,15 +151,7 @@ def from_sql(query, params, where="data"):
 
     The first columns are user, item, label and optionally time, in that order. Numeric
     columns arrive as one buffer each (no Python object per row)."""
-    if not isinstance(query, str) or not query.strip():
-        raise BadArg(f"{where}: SQL query must be a non-empty binary")
-    params = _sql_params(params, where)
-    max_rows = limits.get("max_rows")
-    result = db.columns(sql_text.row_capped(query, max_rows), params)
-    names, cols, rows = result["names"], result["columns"], result["rows"]
-    if rows > max_rows:
-        raise BadArg(f"{where}: the query returned more than {max_rows} rows (the limit is "
-                     f"{limits.hint('max_rows')}); nothing was loaded")
+    names, cols, rows = sql_columns(query, params, where)
     if len(cols) < 3:
         raise BadArg(f"{where}: the query must return user, item, label[, time] columns, "
                      f"got {names}")
@@ -156,11 +166,13 @@ def from_sql(query, params, where="data"):
         if kind == "unsupported":
             raise BadArg(f"{where}: column {name} ({field}) has a type (oid {values}) that "
                          f"cannot be an id, a label or a time: cast it in the query")
-        if field == "label" and kind == "text":
+        if field == "label" and kind in ("text", "text_array"):
             raise BadArg(f"{where}: column {name} (label) must be numeric")
-        if field in ("user", "item") and kind in ("float64", "time"):
+        if field == "time" and kind == "text_array":
+            raise BadArg(f"{where}: column {name} (time) must be a timestamp or a number")
+        if field in ("user", "item") and kind in ("float64", "time", "text_array"):
             raise BadArg(f"{where}: column {name} ({field}) must be an integer or text id")
-        data[field] = _sql_column(kind, values, rows)
+        data[field] = values
     return pd.DataFrame(data)
 
 

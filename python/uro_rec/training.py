@@ -11,10 +11,15 @@ Why the details:
   exactly {0, 1} (explicit negatives); BPR-style losses always need it.
 - ``eval`` holds out a random split and reports on it exactly what ``evaluate``
   reports (uro_rec.evaluation): the model's metrics, the most-popular baseline's, the lift.
+- Before ``fit`` the global random generators (Python's, numpy's, torch's) are seeded with
+  the model's seed: libreco's first-epoch shuffle draws from torch's, so a model would
+  otherwise depend on what the process trained before it.
+- ``features`` (uro_rec.features) train on DatasetFeat instead of DatasetPure; the column
+  layout is kept with the Entry and saved with the version, serving needs it.
 """
 import time
 
-from . import algorithms, registry, sources
+from . import algorithms, features, registry, sources
 from .entry import Entry
 from .evaluation import evaluate_frame, needs_neg_sampling, parse_metrics
 from .errors import BadArg
@@ -23,9 +28,60 @@ from .options import (
 )
 from .port import A
 
+SPEC_KEYS = ("algorithm", "data", "task", "params", "fit", "eval", "save", "features",
+             "from_version")
 
-def _eval_opts(spec, task):
-    """train's ``eval``: (test_size, metrics, k), or None for no evaluation."""
+
+def train(name, spec):
+    """``{train, Name, Spec}``: a new model, or with ``from_version`` a retrained one
+    (uro_rec.retrain)."""
+    where = "train"
+    name = model_name(name, where)
+    spec = normalize_opts(spec, "train: spec")
+    check_known(spec, SPEC_KEYS, where)
+    if "data" not in spec:
+        raise BadArg("train: spec must contain data")
+    if "from_version" in spec:
+        from . import retrain
+
+        return retrain.retrain(name, spec)
+    if "algorithm" not in spec:
+        raise BadArg("train: spec must contain algorithm")
+    cls = algorithms.resolve(spec["algorithm"], where)
+    task = choice(spec.get("task", "ranking"), ("ranking", "rating"), where, "task")
+    params = plain(normalize_opts(spec.get("params"), "train: params"))
+    boolean(spec.get("save", True), where, "save")  # checked before the work, used after
+    layout = None
+    if spec.get("features") is not None:
+        feats = features.parse_spec(spec["features"], cls.__name__, where)
+        df, layout = features.training_frame(spec["data"], feats, "train: data")
+    else:
+        df = sources.training_frame(sources.load(spec["data"], "train: data"))
+    ev = parse_eval(spec, task)
+    df, test_df = split(df, ev)
+
+    def build():
+        from libreco.data import DatasetFeat, DatasetPure
+
+        if layout is None:
+            return DatasetPure.build_trainset(df)
+        try:
+            return DatasetFeat.build_trainset(df, **features.libreco_columns(layout))
+        except ValueError as e:
+            raise BadArg(f"train: features: {e}") from e
+
+    started = time.perf_counter()
+    trainset, data_info = build()
+    kwargs = algorithms.constructor_kwargs(cls, params, data_info.n_items, where)
+    model, graph = fit_model(cls, task, data_info, trainset, kwargs, spec, df, where)
+    entry = Entry(name, cls.__name__, task, model, data_info, graph,
+                  data_info.user_unique_vals.tolist(), data_info.item_unique_vals.tolist())
+    entry.features = layout
+    entry.trained_here = True
+    return finish(entry, test_df, ev, spec, time.perf_counter() - started)
+
+
+def parse_eval(spec, task):
     if spec.get("eval") is None:
         return None
     eo = normalize_opts(spec["eval"], "train: eval")
@@ -35,76 +91,76 @@ def _eval_opts(spec, task):
     return test_size, metrics, k
 
 
-def _fit(cls, task, params, fit, df, where):
-    """Builds the train set and fits ``cls`` on it in a graph of its own; returns (model,
-    data_info, graph, seconds)."""
-    from libreco.data import DatasetPure
+def split(df, ev):
+    """(train, held-out) with LibRecommender's random_split, seed 42; no held-out without eval."""
+    if ev is None:
+        return df, None
+    from libreco.data import random_split
+
+    if len(df) < 5:
+        raise BadArg("train: eval needs at least 5 rows of data")
+    return random_split(df, test_size=ev[0], seed=42, filter_unknown=True)
+
+
+def fit_model(cls, task, data_info, trainset, kwargs, spec, df, where, rebuild=None):
+    """Construct ``cls`` in a graph of its own, run ``rebuild(model)`` (retraining), fit."""
     from . import streams
 
     algorithm = cls.__name__
-    started = time.perf_counter()
-    trainset, data_info = DatasetPure.build_trainset(df)
+    fit = plain(normalize_opts(spec.get("fit"), "train: fit"))
     graph = registry.new_graph()
-    kwargs = algorithms.constructor_kwargs(cls, params, data_info.n_items, where)
     streams.reset_epochs()
     with graph.as_default():
         try:
             model = cls(task=task, data_info=data_info, **kwargs)
         except (TypeError, ValueError, AssertionError) as e:
             raise BadArg(f"train: {algorithm} rejected its params: {e}") from e
+        if rebuild is not None:
+            rebuild(model)
         ns = needs_neg_sampling(task, df["label"].to_numpy()) or (
             getattr(model, "loss_type", None) in ("bpr", "max_margin")
         )
         fitkw = algorithms.fit_kwargs(cls, fit, ns, where)
+        seed_global_rngs(getattr(model, "seed", 42))
         try:
             model.fit(trainset, **fitkw)
         except (ValueError, AssertionError, TypeError) as e:
             # libreco validates task/labels/neg_sampling combinations this way
             raise BadArg(f"train: libreco refused to fit {algorithm}: {e}") from e
-    return model, data_info, graph, time.perf_counter() - started
+    return model, graph
 
 
-def train(name, spec):
-    where = "train"
-    name = model_name(name, where)
-    spec = normalize_opts(spec, "train: spec")
-    check_known(spec, ("algorithm", "data", "task", "params", "fit", "eval", "save"), where)
-    if "algorithm" not in spec:
-        raise BadArg("train: spec must contain algorithm")
-    if "data" not in spec:
-        raise BadArg("train: spec must contain data")
-    cls = algorithms.resolve(spec["algorithm"], where)
-    algorithm = cls.__name__
-    task = choice(spec.get("task", "ranking"), ("ranking", "rating"), where, "task")
-    params = plain(normalize_opts(spec.get("params"), "train: params"))
-    fit = plain(normalize_opts(spec.get("fit"), "train: fit"))
-    save = boolean(spec.get("save", True), where, "save")
-    ev = _eval_opts(spec, task)
+def seed_global_rngs(seed):
+    """LibRecommender seeds its own generators from the model's seed, except one draw: the
+    first epoch's shuffle (torch's RandomSampler) takes its seed from torch's global
+    generator before libreco seeds it, so without this a model depends on what trained
+    before it in the same process. Python's and numpy's global generators likewise."""
+    import random
 
-    df = sources.training_frame(sources.load(spec["data"], "train: data"))
-    test_df = None
-    if ev is not None:
-        from libreco.data import random_split
+    import numpy as np
+    import torch
 
-        if len(df) < 5:
-            raise BadArg("train: eval needs at least 5 rows of data")
-        df, test_df = random_split(df, test_size=ev[0], seed=42, filter_unknown=True)
+    seed = int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else 42
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
-    model, data_info, graph, seconds = _fit(cls, task, params, fit, df, where)
-    entry = Entry(name, algorithm, task, model, data_info, graph,
-                  data_info.user_unique_vals.tolist(), data_info.item_unique_vals.tolist())
+
+def finish(entry, test_df, ev, spec, seconds):
+    """Evaluate on the held-out part, save (unless ``save => false``), serve; the reply."""
+    save = boolean(spec.get("save", True), "train", "save")
     report = {A("metrics"): {}, A("baseline"): {}, A("lift"): {}}
     if ev is not None and test_df is not None and len(test_df):
         report = evaluate_frame(entry, test_df, ev[1], ev[2], "train: eval")
     entry.metrics = report[A("metrics")]
     if save:
-        registry.save(entry)
+        registry.save(entry)  # which sets entry.version and entry.path
     registry.put(entry)
     return {
-        A("name"): name,
+        A("name"): entry.name,
         A("version"): entry.version,
-        A("algorithm"): algorithm,
-        A("task"): A(task),
+        A("algorithm"): entry.algorithm,
+        A("task"): A(entry.task),
         A("n_users"): entry.n_users,
         A("n_items"): entry.n_items,
         A("n_interactions"): entry.n_interactions,

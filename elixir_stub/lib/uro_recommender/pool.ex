@@ -266,6 +266,19 @@ defmodule UroRecommender.Pool do
     end
   end
 
+  @doc """
+  `{update_features, Name, Sources}` on the training port, which then saves the
+  result as a new version; that version is hot-swapped into every serving port.
+  """
+  @spec update_features(pool(), String.t() | atom(), map(), keyword()) :: Port.reply()
+  def update_features(pool, name, sources, opts \\ []) do
+    with {:ok, counts} <- call_training(pool, {:update_features, name, sources}, opts),
+         {:ok, %{version: version}} <- call_training(pool, {:save, name}, opts) do
+      swap(pool, to_string(name), version, opts)
+      {:ok, Map.put(counts, :version, version)}
+    end
+  end
+
   @doc "Unloads a model from every port."
   @spec unload(pool(), String.t() | atom(), keyword()) :: Port.reply()
   def unload(pool, name, opts \\ []) do

@@ -49,6 +49,41 @@ defmodule UroRecommender.PoolTest do
     assert {:error, {_kind, _}} = UroRecommender.export("pooled", pool: @pool)
   end
 
+  test "features: a cold user by features, update_features swapped into every serving port" do
+    users = for u <- 1..50, do: {u, %{country: Enum.at(["de", "jp", "us"], rem(u, 3)), friends: u}}
+    spec = %{
+      algorithm: "FM",
+      data: {:rows, tiny_rows()},
+      params: %{n_epochs: 1, embed_size: 8},
+      features: %{user: %{country: :sparse, friends: :dense}, users: {:rows, users}}
+    }
+
+    assert {:ok, %{version: v1}} = UroRecommender.train("featured", spec, pool: @pool)
+
+    assert {:ok, [_, _, _]} =
+             UroRecommender.recommend("featured", "newcomer", 3,
+               pool: @pool,
+               user_feats: %{country: "jp", friends: 3}
+             )
+
+    {:ok, before} = UroRecommender.predict("featured", 1, [1, 2, 3], pool: @pool)
+
+    assert {:ok, %{users: 1, version: v2}} =
+             UroRecommender.update_features("featured", %{users: {:rows, [{1, %{friends: 500}}]}},
+               pool: @pool
+             )
+
+    assert v2 == v1 + 1
+
+    for i <- 1..2 do
+      assert {"featured", ^v2} = List.keyfind(Port.loaded(Pool.port_name(@pool, i)), "featured", 0)
+      assert {:ok, after_update} =
+               Port.call(Pool.port_name(@pool, i), {:predict, "featured", 1, [1, 2, 3]})
+
+      assert after_update != before
+    end
+  end
+
   test "observe reaches every serving port: a consumed item is filtered on both" do
     {:ok, [top | _]} = UroRecommender.recommend("pooled", 7, 5, pool: @pool)
 
