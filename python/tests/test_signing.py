@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from uro_rec import commands, registry, signing
+from uro_rec.port import Atom
+
+from conftest import str_rows, train_capturing
 from uro_rec.signing import Untrusted
 
 K1 = "1" * 64
@@ -190,11 +193,16 @@ def test_a_planted_pickle_never_runs(itemcf, tmp_path, keyed, saved):
     assert marker.exists()
 
 
-def test_a_snapshot_model_is_verified_again_before_libreco_loads_it(als, saved):
+def test_a_snapshot_model_is_verified_again_before_libreco_loads_it(rows, saved):
     """An embedding model is served from serving.npz; libreco's files are read only when
     needed (save, evaluate), later: they are verified again then."""
-    version, path = saved("als_str")
-    entry = registry.load("als_str", version)
+    # A model of its own, trained here: the session's als_str may by now be an entry that
+    # test_models loaded unsigned from disk, which a save under a key rightly refuses.
+    train_capturing("als_signed", {"algorithm": "ALS", "data": (Atom("rows"), str_rows(rows)),
+                                   "params": [("embed_size", 8), ("n_epochs", 1)],
+                                   "save": False})
+    version, path = saved("als_signed")
+    entry = registry.load("als_signed", version)
     assert entry._model is None
     with open(os.path.join(path, "model_data_info.npz"), "ab") as f:
         f.write(b"\0")
