@@ -54,10 +54,22 @@ defmodule Demo do
   end
 
   defp start(db, dir) do
+    # Only signed versions travel through the registry (publish, load from the database): a
+    # key every node shares. uro keeps its own in a secret (docs/OPERATIONS.md); the demo's is
+    # random and thrown away with the model directory.
+    File.mkdir_p!(dir)
+    key_file = Path.join(dir, "model.key")
+    File.write!(key_file, Base.encode16(:crypto.strong_rand_bytes(32), case: :lower) <> "\n")
+
     {:ok, _} =
       Supervisor.start_link(
         [
-          {UroRecommender, model_dir: dir, pool_size: 2, database_url: db, timeout: 120_000},
+          {UroRecommender,
+           model_dir: dir,
+           pool_size: 2,
+           database_url: db,
+           timeout: 120_000,
+           model_key_file: key_file},
           # A buffer that takes the demo's bursts whole (the default, 10_000, would drop some).
           {Interactions, observe: %{world: [@worlds]}, max_buffer: 50_000}
         ],

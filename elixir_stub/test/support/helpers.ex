@@ -14,6 +14,16 @@ defmodule UroRecommender.TestHelpers do
     dir
   end
 
+  @doc """
+  A model key file for pools that publish or load from the database (only signed versions
+  travel through the registry): one fixed test key, the same on every node of a test.
+  """
+  def model_key_file do
+    file = Path.join(System.tmp_dir!(), "uro_rec_test_model.key")
+    File.write!(file, "# test key\n" <> String.duplicate("k3y", 16) <> "\n")
+    file
+  end
+
   @doc "A tiny implicit-feedback data set: 50 users x 40 items."
   def tiny_rows do
     for u <- 1..50, i <- 1..40, rem(u * 7 + i * 3, 5) == 0, do: {u, i, 1}

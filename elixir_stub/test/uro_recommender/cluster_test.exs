@@ -38,7 +38,8 @@ defmodule UroRecommender.ClusterTest do
        model_dir: tmp_dir("cluster_a"),
        pool_size: 1,
        timeout: 120_000,
-       database_url: db}
+       database_url: db,
+       model_key_file: model_key_file()}
     )
 
     {:ok, _} = UroRecommender.apply_schema(pool: @pool, schema: :uro)
@@ -69,7 +70,8 @@ defmodule UroRecommender.ClusterTest do
          model_dir: tmp_dir(tag),
          pool_size: 1,
          timeout: 120_000,
-         database_url: db},
+         database_url: db,
+         model_key_file: model_key_file()},
         {Scheduler,
          name: UroRecommender.ClusterScheduler,
          pool: @pool,

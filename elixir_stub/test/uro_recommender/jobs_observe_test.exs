@@ -16,8 +16,7 @@ defmodule UroRecommender.JobsObserveTest do
 
   setup_all do
     # publish ships signed versions only: the ports get a model key through the option.
-    key_file = Path.join(tmp_dir("jobs_key"), "model.key")
-    File.write!(key_file, "# test key\n" <> String.duplicate("k3y", 16) <> "\n")
+    key_file = model_key_file()
 
     start_supervised!(
       {UroRecommender,

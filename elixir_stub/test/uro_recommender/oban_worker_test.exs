@@ -15,7 +15,11 @@ defmodule UroRecommender.ObanWorkerTest do
 
     start_supervised!(
       {UroRecommender,
-       port_path: port_path(), model_dir: tmp_dir("oban"), pool_size: 1, database_url: @db}
+       port_path: port_path(),
+       model_dir: tmp_dir("oban"),
+       pool_size: 1,
+       database_url: @db,
+       model_key_file: model_key_file()}
     )
 
     job =
@@ -52,7 +56,8 @@ defmodule UroRecommender.ObanWorkerTest do
        port_path: port_path(),
        model_dir: tmp_dir("oban_pipeline"),
        pool_size: 1,
-       database_url: db}
+       database_url: db,
+       model_key_file: model_key_file()}
     )
 
     capture_log(fn -> send(self(), UroRecommender.apply_schema(pool: pool, schema: :uro)) end)

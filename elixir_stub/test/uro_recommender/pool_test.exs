@@ -50,7 +50,9 @@ defmodule UroRecommender.PoolTest do
   end
 
   test "features: a cold user by features, update_features swapped into every serving port" do
-    users = for u <- 1..50, do: {u, %{country: Enum.at(["de", "jp", "us"], rem(u, 3)), friends: u}}
+    users =
+      for u <- 1..50, do: {u, %{country: Enum.at(["de", "jp", "us"], rem(u, 3)), friends: u}}
+
     spec = %{
       algorithm: "FM",
       data: {:rows, tiny_rows()},
@@ -76,7 +78,9 @@ defmodule UroRecommender.PoolTest do
     assert v2 == v1 + 1
 
     for i <- 1..2 do
-      assert {"featured", ^v2} = List.keyfind(Port.loaded(Pool.port_name(@pool, i)), "featured", 0)
+      assert {"featured", ^v2} =
+               List.keyfind(Port.loaded(Pool.port_name(@pool, i)), "featured", 0)
+
       assert {:ok, after_update} =
                Port.call(Pool.port_name(@pool, i), {:predict, "featured", 1, [1, 2, 3]})
 

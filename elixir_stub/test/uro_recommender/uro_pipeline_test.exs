@@ -31,7 +31,8 @@ defmodule UroRecommender.UroPipelineTest do
        model_dir: model_dir,
        pool_size: 1,
        timeout: 120_000,
-       database_url: db}
+       database_url: db,
+       model_key_file: model_key_file()}
     )
 
     assert {:ok, files} = UroRecommender.apply_schema(pool: @pool, schema: :uro)
