@@ -103,9 +103,22 @@ defmodule UroRecommender.UroPipelineTest do
     assert length(rows) == 20
     names = Enum.map(rows, fn [_rank, name] -> name end)
     theme = UroFixture.theme(user.theme)
-    # The known structure: most of a user's list is their home theme's worlds, never one they
-    # visited, never a private world.
-    assert Enum.count(Enum.take(names, 10), &String.starts_with?(&1, theme)) >= 7, inspect(names)
+    # The known structure: a top 10 is mostly the user's home theme (85 % of their visits are;
+    # chance, with 6 themes, gives 1 in 6), never a world they visited, never a private world.
+    # Counted over every user's exported list (seen: 0.62): one user's list alone can fall
+    # short (who visited most of their theme's worlds has few left to be recommended), and the
+    # ids are new UUIDs in every run, so the factors differ from run to run.
+    theme_of = Map.new(uro.users, &{&1.id, UroFixture.theme(&1.theme)})
+
+    top10 =
+      UroFixture.psql!(db, """
+      SELECT r.user_id, m.name FROM uro_rec_recommendations AS r
+      JOIN maps AS m ON m.id = r.item_id::UUID WHERE r.model = '#{@worlds}' AND r.rank <= 10
+      """)
+
+    home = Enum.count(top10, fn [u, name] -> String.starts_with?(name, theme_of[u]) end)
+    assert length(top10) >= 10 * 200 and home / length(top10) >= 0.5, "home #{home}/#{length(top10)}"
+    assert Enum.count(Enum.take(names, 10), &String.starts_with?(&1, theme)) >= 4, inspect(names)
     assert MapSet.disjoint?(MapSet.new(names), MapSet.new(visited))
     refute Enum.any?(names, &String.ends_with?(&1, "(private)"))
 
