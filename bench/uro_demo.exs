@@ -19,6 +19,9 @@ defmodule Demo do
   @worlds "worlds_you_may_like"
 
   def main do
+    # The port's per-epoch lines and banners arrive at :debug (docs/OPERATIONS.md); the story
+    # is told at :info.
+    Logger.configure(level: :info)
     t0 = System.monotonic_time(:millisecond)
     base = System.fetch_env!("DATABASE_URL")
     db = UroFixture.create_database("demo", base)
