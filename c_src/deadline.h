@@ -23,6 +23,15 @@ void deadline_disarm(void);                  /* after it */
  * returns 1. */
 int deadline_raise_if_expired(void);
 
+/* The armed call's deadline on stats_now_us's clock (CLOCK_MONOTONIC, microseconds), or 0
+ * when no deadline is armed. Any thread may ask: the database waits of an export's writer
+ * threads end at the call's deadline too (c_src/db_wait.c). */
+uint64_t deadline_due_us(void);
+/* A C wait saw the call's deadline pass before the watchdog struck: sets CallTimeout as the
+ * current exception of this thread and marks the call as timed out (deadline_take_expired
+ * then answers 1), so the watchdog does not strike again. With the GIL; returns NULL. */
+PyObject *deadline_raise_now(void);
+
 /* True if the pending exception is the deadline of the call just made (then clears it). */
 int deadline_take_expired(void);
 
