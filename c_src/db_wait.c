@@ -15,8 +15,9 @@
  * left busy and the next db_connection_of closes it. The call fails with CallTimeout
  * (db_raise_result asks db_wait_take_timeout).
  *
- * Callers say whether they hold the GIL: it is released around each poll(2) and nowhere else,
- * so rows already buffered are read without a hand-over.
+ * Callers say whether they hold the GIL: it is released only inside poll(2), and only once
+ * a wait has lasted GIL_KEEP_MS, so rows already buffered or about to arrive are read
+ * without a hand-over.
  */
 #include "db_private.h"
 
@@ -46,6 +47,26 @@ static int cancels_in_flight;
 
 /* ---- the one poll(2) ------------------------------------------------------------------------ */
 
+/* poll(2) for up to ms (-1: no bound). Holding the GIL, the first GIL_KEEP_MS are waited
+ * with it held: rows of a stream arrive within microseconds, and handing the GIL over and
+ * back for each wait cost a streamed query 17 % (bench/db_waits_bench.escript). A wait
+ * longer than that (the server is slow or silent) releases it, so that other threads run. */
+#define GIL_KEEP_MS 10
+
+static int poll_once(struct pollfd *p, int ms, int gil)
+{
+    if (!gil)
+        return poll(p, 1, ms);
+    int first = ms >= 0 && ms < GIL_KEEP_MS ? ms : GIL_KEEP_MS;
+    int r = poll(p, 1, first);
+    if (r != 0 || ms == first)
+        return r;
+    Py_BEGIN_ALLOW_THREADS
+    r = poll(p, 1, ms < 0 ? -1 : ms - first);
+    Py_END_ALLOW_THREADS
+    return r;
+}
+
 /* Waits until the socket is ready for events or until due_us (0: no bound). 1 ready, 0 the
  * time passed, -1 no socket or a poll error. */
 static int wait_socket(PGconn *c, short events, uint64_t due_us, int gil)
@@ -62,14 +83,7 @@ static int wait_socket(PGconn *c, short events, uint64_t due_us, int gil)
             ms = (int)((due_us - now + 999) / 1000);
         }
         struct pollfd p = {.fd = sock, .events = events};
-        int r;
-        if (gil) {
-            Py_BEGIN_ALLOW_THREADS
-            r = poll(&p, 1, ms);
-            Py_END_ALLOW_THREADS
-        } else {
-            r = poll(&p, 1, ms);
-        }
+        int r = poll_once(&p, ms, gil);
         if (r > 0)
             return 1;
         if (r < 0 && errno != EINTR)
@@ -183,8 +197,12 @@ int db_wait_put_copy(PGconn *c, const char *data, int n)
 
 PGresult *db_wait_result(PGconn *c, int gil)
 {
+    /* A row already read needs no wait and no clock; but every 256th result the deadline is
+     * checked anyway: rows that keep arriving never make us wait. */
+    static __thread unsigned results;
+    if (!PQisBusy(c) && (++results & 255))
+        return PQgetResult(c);
     uint64_t due = deadline_due_us();
-    /* Checked before each result too: rows that keep arriving never make us wait. */
     if (due && stats_now_us() >= due) {
         cancel_in_flight(c, gil);
         return NULL;
