@@ -14,7 +14,8 @@
 %%   D  a server of our own restarted during a call; then frozen (SIGSTOP) during a call and
 %%      restarted: an error at once, then `timeout` at the deadline
 %%   E  an export whose COPY the server refuses (42501, {fault, refuse_copy}): every row
-%%      written with INSERT, logged once, counted in info
+%%      written with INSERT, logged once, counted in info; then an export whose second
+%%      writer's connection stalls: `timeout` at the deadline (a writer thread's wait)
 %% After each: `ping` answers and the next database call works.
 %%
 %%   escript test/db_waits_test.escript PORT_EXE
@@ -84,7 +85,7 @@ sql_dir(Tmp, Name, Sql) ->
 
 case_silent(#{ok_dir := Ok} = Ctx) ->
     Proxy = proxy_start(silent, upstream(Ctx)),
-    P = start_port(Ctx, proxy_url(Proxy, ""), [{"URO_REC_DB_CONNECT_TIMEOUT", "2"}]),
+    P = start_port(Ctx, proxy_url(Proxy, "uro_db_waits"), [{"URO_REC_DB_CONNECT_TIMEOUT", "2"}]),
     try
         %% the call's deadline comes first (connect_timeout is 2 s here, then 5 s below)
         Late1 = timed_out(P, {apply_schema, Ok}, 1000),
@@ -110,7 +111,7 @@ case_silent(#{ok_dir := Ok} = Ctx) ->
 
 case_stall(#{ok_dir := Ok} = Ctx) ->
     Proxy = proxy_start(stall, upstream(Ctx)),
-    P = start_port(Ctx, proxy_url(Proxy, ""), []),
+    P = start_port(Ctx, proxy_url(Proxy, "uro_db_waits"), []),
     try
         Late = timed_out(P, {apply_schema, Ok}, 2000),
         {ok, pong} = call(P, ping),
@@ -195,7 +196,9 @@ case_copy_refused(#{suffix := Suffix} = Ctx) ->
                          "rank INT8 NOT NULL, item_id TEXT NOT NULL, score FLOAT8 NOT NULL, "
                          "model_version INT8 NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT "
                          "now(), PRIMARY KEY (model, user_id, rank))"]),
-    P = start_port(Ctx, url(Ctx, "test", App), [{"URO_REC_FAULTS", "1"}]),
+    %% through a relay, which stalls new connections for the last part
+    Proxy = proxy_start(forward, upstream(Ctx)),
+    P = start_port(Ctx, proxy_url(Proxy, App), [{"URO_REC_FAULTS", "1"}]),
     try
         Name = list_to_binary("h13db_e_" ++ Suffix),
         {ok, #{n_users := 60}} =
@@ -219,9 +222,18 @@ case_copy_refused(#{suffix := Suffix} = Ctx) ->
         [] = [L || {warning, L} <- Logs2, binary:match(L, <<"refused COPY">>) =/= nomatch],
         {ok, #{database := #{copy_fallbacks := 1}}} = call(P, info),
         {ok, pong} = call(P, ping),
-        fmt("300 rows in 6 batches by INSERT; one warning; copy_fallbacks 1", [])
+        %% an export whose second writer's new connection stalls after the startup: the
+        %% writer thread's wait ends at the call's deadline too
+        proxy_mode(Proxy, stall),
+        Late = timed_out(P, {export, Name, Opts#{batch_size => 10}}, 2000),
+        {ok, pong} = call(P, ping),
+        proxy_mode(Proxy, forward),
+        {ok, #{rows := 300}} = call(P, {export, Name, Opts}),
+        fmt("300 rows in 6 batches by INSERT; one warning; copy_fallbacks 1; "
+            "stalled writer: timeout ~b ms late", [Late])
     after
         stop_port(P),
+        proxy_stop(Proxy),
         psql(Ctx, ["DROP TABLE IF EXISTS ", Recs])
     end.
 
@@ -255,9 +267,9 @@ upstream(#{server := Server}) ->
 url(#{server := Server}, Db, App) ->
     Server ++ "/" ++ Db ++ "?sslmode=disable&gssencmode=disable&application_name=" ++ App.
 
-proxy_url({_, Port, _}, _) ->
+proxy_url({_, Port, _}, App) ->
     "postgresql://postgres@127.0.0.1:" ++ integer_to_list(Port) ++
-        "/test?sslmode=disable&gssencmode=disable".
+        "/test?sslmode=disable&gssencmode=disable&application_name=" ++ App.
 
 active_sleeps(Ctx, App) ->
     timer:sleep(200),
