@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "deadline.h"
+#include "stats.h"
 
 /* ---- parameters: Python values as text (bytes as binary) ------------------------------------ */
 
@@ -306,15 +307,20 @@ static int is_retryable(PGresult *failed, int unique_retries_left)
                      (strcmp(state, "23505") == 0 && unique_retries_left > 0));
 }
 
-static void sleep_backoff(int attempt)
+/* Waits before a retry, never past the call's deadline: 1 when that has passed. */
+static int sleep_backoff(int attempt)
 {
     long ms = 10L << (attempt < 7 ? attempt : 7);
     if (ms > 1000)
         ms = 1000;
     ms += rand() % (ms / 2 + 1);
+    uint64_t us = (uint64_t)ms * 1000, due = deadline_due_us(), now = stats_now_us();
+    if (due && now + us > due)
+        us = due > now ? due - now : 0;
     Py_BEGIN_ALLOW_THREADS
-    usleep((useconds_t)ms * 1000);
+    usleep((useconds_t)us);
     Py_END_ALLOW_THREADS
+    return due && stats_now_us() >= due;
 }
 
 struct attempt {
@@ -420,9 +426,10 @@ PyObject *db_transaction(PyObject *self, PyObject *args)
         if (!retry)
             break;
         PyErr_Clear();
-        sleep_backoff(retries++);
-        if (deadline_raise_if_expired())
-            break; /* the call's timeout_ms passed while we waited to retry */
+        if (sleep_backoff(retries++)) {
+            deadline_raise_now(); /* the call's timeout_ms passed while we waited to retry */
+            break;
+        }
     }
     free_statements(stmts, n);
     Py_DECREF(fast);

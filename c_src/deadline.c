@@ -142,18 +142,6 @@ int deadline_take_expired(void)
     return 0;
 }
 
-int deadline_raise_if_expired(void)
-{
-    pthread_mutex_lock(&lock);
-    int expired = call_number && fired;
-    if (expired)
-        PyThreadState_SetAsyncExc(main_thread, NULL);
-    pthread_mutex_unlock(&lock);
-    if (expired)
-        PyErr_SetString(call_timeout, "the call's timeout_ms passed");
-    return expired;
-}
-
 uint64_t deadline_due_us(void)
 {
     pthread_mutex_lock(&lock);

@@ -53,6 +53,7 @@ COPY_REFUSED = ("42501", "0A000")
 #: db.info()'s ``connects`` when COPY was last refused: the port's connection then (None: never).
 _copy_refused_on = None
 
+
 def export(entry, users, n, table, batch_size, method, writers):
     """Top-``n`` lists of ``users`` (validated ids) into ``table``; the reply map."""
     ro = rec.parse_opts(entry, {"scores": True}, "export")
