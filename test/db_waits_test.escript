@@ -21,8 +21,9 @@
 %%   escript test/db_waits_test.escript PORT_EXE
 %%
 %% Environment: URO_REC_TEST_PG (default postgresql://postgres@127.0.0.1:5432, database
-%% `test`). D starts a PostgreSQL of its own (initdb as user postgres, a free port, a socket
-%% directory under /tmp) and stops it; the shared server is never restarted. Tables and the
+%% `test`). D starts a PostgreSQL of its own (as root, through runuser: initdb as user
+%% postgres, a free port, a socket directory under /tmp) and stops it, killing it if frozen;
+%% the shared server is never restarted. Tables and the
 %% model have a random suffix and are dropped at the end. A reply more than LATE_MS after
 %% its deadline fails the case (the figure printed is how late each was).
 -mode(compile).
