@@ -47,11 +47,11 @@ LDLIBS_PQ = -lpq -lz
 PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_check.c \
             c_src/frames.c c_src/pybridge.c c_src/commands.c c_src/stats.c c_src/check.c \
             c_src/deadline.c c_src/db_connection.c c_src/db_columns.c c_src/db_execute.c \
-            c_src/copytext.c c_src/paths.c
+            c_src/db_wait.c c_src/copytext.c c_src/paths.c
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
+        test-elixir test-host test-db test-db-waits check-elixir-newer demo bench bench-db bench-interactions \
         bench-retrain clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
@@ -143,7 +143,13 @@ check-elixir-newer:
 test-db: build
 	escript test/db_test.escript priv/uro_recommender
 
-test-all: build test-c test-sanitize test-python test-replay test-db test-matrix test-elixir \
+# No database wait holds the port (c_src/db_wait.c) and a refused COPY falls back to INSERT:
+# a silent listener, a stalled one, pg_sleep, a PostgreSQL of its own (initdb, as user
+# postgres) restarted and frozen mid-call; about a minute.
+test-db-waits: build
+	escript test/db_waits_test.escript priv/uro_recommender
+
+test-all: build test-c test-sanitize test-python test-replay test-db test-db-waits test-matrix test-elixir \
           test-relocate test-host
 	@echo "make test: all suites passed"
 

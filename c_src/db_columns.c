@@ -373,9 +373,14 @@ PyObject *db_columns(PyObject *self, PyObject *args)
     struct stream s = {.interned = PyDict_New()};
     int failed = !s.interned;
     PGresult *res;
-    while (!failed && (res = db_next_result(c)))
+    while (!failed && (res = db_wait_result(c, 1)))
         failed = take_result(&s, c, res) < 0;
-    db_drain(c);
+    int timed_out = db_wait_timed_out();
+    db_drain(c, 1); /* at once after a timeout */
+    if (timed_out && !failed) {
+        db_raise_result(c, NULL); /* CallTimeout */
+        failed = 1;
+    }
     PyObject *out = failed ? NULL : columns_result(s.cols, s.ncols, s.first, s.rows);
     if (s.first)
         PQclear(s.first);

@@ -8,8 +8,10 @@
  * jitter, up to max_retries times. Each attempt, BEGIN to COMMIT, runs without the GIL: the
  * statements are turned into C strings first, and the rows come back to Python after.
  *
- * Every wait for a statement's results is in this file: PQexec and PQexecParams in execute()
- * and attempt_transaction(), the COPY in copy_in(), and db_next_result() for db_columns' rows.
+ * Statements are sent and their results awaited through db_wait.c, which bounds every wait
+ * by the call's deadline: a statement still running then is cancelled, and the call fails
+ * with CallTimeout (a transaction is then not rolled back here: its connection is closed by
+ * the next db_connection_of, and the server rolls it back).
  */
 #include "db_private.h"
 
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include "deadline.h"
+#include "stats.h"
 
 /* ---- parameters: Python values as text (bytes as binary) ------------------------------------ */
 
@@ -99,23 +102,20 @@ int db_send_streaming(PGconn *c, const char *query, const struct db_params *p)
 {
     if (!PQsendQueryParams(c, query, p->n, NULL, (const char *const *)p->values, p->lengths,
                            p->formats, 1) ||
-        !PQsetSingleRowMode(c)) {
+        !PQsetSingleRowMode(c) || db_wait_flush(c, 1) < 0) {
+        int timed_out = db_wait_timed_out();
         db_raise_result(c, NULL);
-        db_drain(c);
+        if (!timed_out)
+            db_drain(c, 1);
         return -1;
     }
     return 0;
 }
 
-PGresult *db_next_result(PGconn *c)
-{
-    return PQgetResult(c);
-}
-
-void db_drain(PGconn *c)
+void db_drain(PGconn *c, int gil)
 {
     PGresult *r;
-    while ((r = db_next_result(c)))
+    while (!db_wait_timed_out() && (r = db_wait_result(c, gil)))
         PQclear(r);
 }
 
@@ -177,21 +177,29 @@ static PyObject *rows_of(PGresult *res)
 }
 
 /* COPY ... FROM STDIN with data[0..len) (COPY's text format) as its whole input. Called
- * without the GIL: data belongs to a bytes object the caller holds. */
+ * without the GIL: data belongs to a bytes object the caller holds. NULL: timed out. */
 static PGresult *copy_in(PGconn *c, const char *query, const char *data, Py_ssize_t len)
 {
-    PGresult *res = PQexec(c, query);
+    PGresult *res = db_wait_exec(c, query, NULL, 0);
     if (PQresultStatus(res) != PGRES_COPY_IN)
         return res;
     PQclear(res);
     int ok = 1;
     for (Py_ssize_t at = 0; ok && at < len; at += 1 << 20) {
         Py_ssize_t n = len - at < (1 << 20) ? len - at : (1 << 20);
-        ok = PQputCopyData(c, data + at, (int)n) == 1;
+        ok = db_wait_put_copy(c, data + at, (int)n) == 0;
     }
-    PQputCopyEnd(c, ok ? NULL : "could not send the data");
-    res = db_next_result(c);
-    db_drain(c);
+    if (db_wait_timed_out())
+        return NULL;
+    /* nonblocking: 0 means the buffer was full; flush and say it again */
+    int ended;
+    while ((ended = PQputCopyEnd(c, ok ? NULL : "could not send the data")) == 0)
+        if (db_wait_flush(c, 0) < 0)
+            break;
+    if (ended < 0 || db_wait_flush(c, 0) < 0)
+        return db_wait_timed_out() ? NULL : PQmakeEmptyPGresult(c, PGRES_FATAL_ERROR);
+    res = db_wait_result(c, 0);
+    db_drain(c, 0);
     return res;
 }
 
@@ -233,8 +241,7 @@ static PGresult *execute(PGconn *c, struct statement *s)
 {
     if (s->copy)
         return copy_in(c, s->query, s->data, s->len);
-    return PQexecParams(c, s->query, s->p.n, NULL, (const char *const *)s->p.values,
-                        s->p.lengths, s->p.formats, 0);
+    return db_wait_exec(c, s->query, &s->p, 0);
 }
 
 static int succeeded(PGresult *res)
@@ -300,15 +307,20 @@ static int is_retryable(PGresult *failed, int unique_retries_left)
                      (strcmp(state, "23505") == 0 && unique_retries_left > 0));
 }
 
-static void sleep_backoff(int attempt)
+/* Waits before a retry, never past the call's deadline: 1 when that has passed. */
+static int sleep_backoff(int attempt)
 {
     long ms = 10L << (attempt < 7 ? attempt : 7);
     if (ms > 1000)
         ms = 1000;
     ms += rand() % (ms / 2 + 1);
+    uint64_t us = (uint64_t)ms * 1000, due = deadline_due_us(), now = stats_now_us();
+    if (due && now + us > due)
+        us = due > now ? due - now : 0;
     Py_BEGIN_ALLOW_THREADS
-    usleep((useconds_t)ms * 1000);
+    usleep((useconds_t)us);
     Py_END_ALLOW_THREADS
+    return due && stats_now_us() >= due;
 }
 
 struct attempt {
@@ -325,16 +337,16 @@ struct attempt {
 static void attempt_transaction(PGconn *c, struct statement *stmts, Py_ssize_t n, struct attempt *a)
 {
     memset(a, 0, sizeof(*a));
-    PGresult *res = PQexec(c, "BEGIN");
+    PGresult *res = db_wait_exec(c, "BEGIN", NULL, 0);
     for (Py_ssize_t i = -1; i <= n; i++) {
         if (i == n)
-            res = PQexec(c, "COMMIT");
+            res = db_wait_exec(c, "COMMIT", NULL, 0);
         else if (i >= 0)
             res = execute(c, &stmts[i]);
         if (!succeeded(res)) {
             a->failed = res;
-            if (PQstatus(c) == CONNECTION_OK)
-                PQclear(PQexec(c, "ROLLBACK"));
+            if (PQstatus(c) == CONNECTION_OK && !db_wait_timed_out())
+                PQclear(db_wait_exec(c, "ROLLBACK", NULL, 0));
             return;
         }
         const char *count = PQcmdTuples(res);
@@ -414,9 +426,10 @@ PyObject *db_transaction(PyObject *self, PyObject *args)
         if (!retry)
             break;
         PyErr_Clear();
-        sleep_backoff(retries++);
-        if (deadline_raise_if_expired())
-            break; /* the call's timeout_ms passed while we waited to retry */
+        if (sleep_backoff(retries++)) {
+            deadline_raise_now(); /* the call's timeout_ms passed while we waited to retry */
+            break;
+        }
     }
     free_statements(stmts, n);
     Py_DECREF(fast);

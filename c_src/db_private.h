@@ -5,10 +5,11 @@
  *                    db_release, and the _uro_port function table
  *   db_columns.c     db_columns: binary results streamed into typed columns
  *   db_execute.c     query parameters, db_execute, COPY, and db_transaction's retry loop
+ *   db_wait.c        every wait on a libpq socket: nonblocking connect, send and results,
+ *                    bounded by the call's deadline and the connect timeout; cancel
  *
- * Where the port waits for the server: making a connection (open_connection in db_connection.c) and
- * every statement's results (the functions of db_execute.c declared below; db_columns reads
- * its rows through db_next_result). A bound on those waits, or a cancel, goes there.
+ * The port waits for the server only in db_wait.c: connections are nonblocking, and no file
+ * calls PQexec, PQconnectdb or a blocking PQgetResult.
  */
 #ifndef URO_DB_PRIVATE_H
 #define URO_DB_PRIVATE_H
@@ -59,6 +60,37 @@ PGconn *db_connection_of(int slot);
  * leaves it open. Set and cleared with the GIL held. */
 void db_set_busy(int slot, int busy);
 
+/* ---- db_wait.c ----------------------------------------------------------------------------- */
+
+struct db_params;
+
+/* Why a thread's wait ended early (db_wait_take_timeout). */
+#define DB_WAIT_CALL 1    /* the call's timeout_ms */
+#define DB_WAIT_CONNECT 2 /* the connect timeout */
+
+/* Connects without blocking, waiting at most the connect timeout (the conninfo's
+ * connect_timeout, which keys/values default) and the call's deadline: the connection, OK
+ * or not (NULL: no memory). Call without the GIL. */
+PGconn *db_wait_connect(const char *const *keys, const char *const *values);
+
+/* Sends query (with p; NULL: the simple protocol, no parameters) and collects its result as
+ * PQexec would, stopping at COPY_IN. NULL when the call's deadline passed (the statement was
+ * cancelled). gil: whether the caller holds the GIL (it is released around each wait). */
+PGresult *db_wait_exec(PGconn *c, const char *query, const struct db_params *p, int gil);
+/* The next result of the statement in flight (NULL: none, or the deadline passed). */
+PGresult *db_wait_result(PGconn *c, int gil);
+/* Flushes what libpq holds for the server: 0, or -1 (failed, or the deadline passed). */
+int db_wait_flush(PGconn *c, int gil);
+/* PQputCopyData, waiting while the socket is full: 0, or -1. Without the GIL. */
+int db_wait_put_copy(PGconn *c, const char *data, int n);
+
+/* Why this thread's last wait ended early (0: it did not; DB_WAIT_CALL, DB_WAIT_CONNECT),
+ * clearing it; *connect_timeout gets the connect timeout in seconds. */
+int db_wait_take_timeout(int *connect_timeout);
+int db_wait_timed_out(void); /* the same, without clearing */
+/* Waits ended by a deadline or connect timeout, and cancel requests sent, since start. */
+void db_wait_counts(unsigned long long *timed_out, unsigned long long *cancelled);
+
 /* ---- db_execute.c ----------------------------------------------------------------------- */
 
 /* Query parameters from a Python list: text (bytes as binary), ready for libpq. */
@@ -73,15 +105,13 @@ struct db_params {
 int db_build_params(PyObject *seq, struct db_params *p); /* 0, or -1 with an exception */
 void db_free_params(struct db_params *p);
 
-/* Sends query with p in single-row mode with binary results. 0, or -1 with DatabaseError set
- * (the connection then drained). Rows come from db_next_result. */
+/* Sends query with p in single-row mode with binary results (with the GIL). 0, or -1 with
+ * DatabaseError set (the connection then drained). Rows come from db_wait_result. */
 int db_send_streaming(PGconn *c, const char *query, const struct db_params *p);
 
-/* The next result of the query in flight, NULL when there is none (PQgetResult). */
-PGresult *db_next_result(PGconn *c);
-
-/* Reads and drops what is left of a query, so the connection can be reused. */
-void db_drain(PGconn *c);
+/* Reads and drops what is left of a query, so the connection can be reused; not after a
+ * timeout (the cancel did what could be done). */
+void db_drain(PGconn *c, int gil);
 
 /* ---- db_columns.c ----------------------------------------------------------------------- */
 

@@ -28,7 +28,8 @@ static void interrupt(uint64_t n)
 {
     PyGILState_STATE g = PyGILState_Ensure();
     pthread_mutex_lock(&lock);
-    int current = call_number == n;
+    /* Not when a database wait already raised it in C (deadline_raise_now). */
+    int current = call_number == n && !fired;
     if (current) {
         fired = 1;
         PyThreadState_SetAsyncExc(main_thread, call_timeout);
@@ -141,14 +142,26 @@ int deadline_take_expired(void)
     return 0;
 }
 
-int deadline_raise_if_expired(void)
+uint64_t deadline_due_us(void)
 {
     pthread_mutex_lock(&lock);
-    int expired = call_number && fired;
-    if (expired)
-        PyThreadState_SetAsyncExc(main_thread, NULL);
+    uint64_t us = call_number ? (uint64_t)due.tv_sec * 1000000u + (uint64_t)due.tv_nsec / 1000u : 0;
     pthread_mutex_unlock(&lock);
-    if (expired)
-        PyErr_SetString(call_timeout, "the call's timeout_ms passed");
-    return expired;
+    return us;
+}
+
+PyObject *deadline_raise_now(void)
+{
+    pthread_mutex_lock(&lock);
+    if (call_number) {
+        /* An asynchronous exception the watchdog already set would strike again in the
+         * handler that cleans up after this one: withdraw it (it can only be the main
+         * thread's; a writer thread leaves it to the main thread's own wait). */
+        if (fired && PyThread_get_thread_ident() == main_thread)
+            PyThreadState_SetAsyncExc(main_thread, NULL);
+        fired = 1;
+    }
+    pthread_mutex_unlock(&lock);
+    PyErr_SetString(call_timeout, "the call's timeout_ms passed while waiting for the database");
+    return NULL;
 }

@@ -45,9 +45,10 @@ struct options {
     int check, paths_only;
 };
 
-/* Settings of the Python side given as flags. Each sets its environment variable before
- * Python starts, so a flag and its variable are one setting (the flag wins); Python reads
- * the variables (python/uro_rec/limits.py, signing.py; docs/OPERATIONS.md has the table). */
+/* Settings given as flags that are read from the environment. Each sets its environment
+ * variable before Python starts, so a flag and its variable are one setting (the flag wins);
+ * Python reads the variables (python/uro_rec/limits.py, signing.py), and the database plane
+ * its own (c_src/db_connection.c: db_configure); docs/OPERATIONS.md has the table. */
 static const struct {
     const char *flag, *env;
     int takes_value; /* 0: a switch, which sets the variable to "1" */
@@ -56,6 +57,7 @@ static const struct {
     {"--csv-max-line", "URO_REC_CSV_MAX_LINE", 1},
     {"--model-key-file", "URO_REC_MODEL_KEY_FILE", 1},
     {"--allow-unsigned-models", "URO_REC_ALLOW_UNSIGNED_MODELS", 0},
+    {"--db-connect-timeout", "URO_REC_DB_CONNECT_TIMEOUT", 1},
 };
 #define N_PYTHON_SETTINGS (sizeof(python_settings) / sizeof(python_settings[0]))
 
@@ -77,6 +79,9 @@ static void usage(void)
         "                      else <exe_dir>/python, else <exe_dir>/../python)\n"
         "  --database-url URL  libpq conninfo or URL of CockroachDB/PostgreSQL (env DATABASE_URL);\n"
         "                      nothing connects until a database command needs it\n"
+        "  --db-connect-timeout S  seconds a database connect may take (env\n"
+        "                      URO_REC_DB_CONNECT_TIMEOUT; default 5; 0: none); a connect_timeout\n"
+        "                      in the URL wins\n"
         "  --max-frame BYTES   larger request frames are dropped with {error, {too_large, _}}\n"
         "                      (env URO_REC_MAX_FRAME; default %u)\n"
         "  --data-dir DIR      {csv, Path} may only name files inside DIR, symlinks and ..\n"

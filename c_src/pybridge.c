@@ -2,8 +2,10 @@
  * pybridge.c: the embedded interpreter (see pybridge.h).
  *
  * Python runs on this process's main thread, which holds the GIL while it serves a call (one
- * call at a time). Only the database gives it up (c_src/db_execute.c), around libpq's waits, so
- * that an export's Python threads compute while the server writes.
+ * call at a time). Only the database gives it up: around a connect, a statement's run
+ * (c_src/db_execute.c) and any wait for the server longer than 10 ms (c_src/db_wait.c), so that
+ * an export's Python threads compute while the server writes, and the deadline watchdog
+ * (deadline.c) is never shut out by a silent server.
  *
  * The interpreter is told that its executable is <venv>/bin/python; CPython's start-up then
  * reads <venv>/pyvenv.cfg and puts the virtualenv's site-packages on sys.path, exactly as if

@@ -46,12 +46,32 @@ def info():
     if _port is None:
         return {A("configured"): False, A("connected"): False, A("server_version"): None}
     d = _port.db_info()
+    d["copy_fallbacks"] = copy_fallbacks
     return {A(k): v for k, v in d.items()}
 
 
+#: Exports that switched from COPY to INSERT because the server refused COPY (export.py).
+copy_fallbacks = 0
+
+
+def check_nul(query, params):
+    """SQL text and text parameters reach libpq as C strings: a NUL byte would cut them short
+    (or, in the query, fail in C). Both are the caller's mistake. Bytes parameters are sent
+    in binary format, length and all, and may hold any byte."""
+    if "\x00" in query:
+        raise BadArg("SQL: the query text holds a NUL byte")
+    if isinstance(params, bytes):
+        return  # COPY data (a NUL in it is the server's to refuse: 22021)
+    for i, p in enumerate(params):
+        if isinstance(p, str) and "\x00" in p:
+            raise BadArg(f"SQL: parameter ${i + 1} holds a NUL byte (text cannot hold one)")
+
+
 def execute(query, params=()):
+    params = list(params)
+    check_nul(query, params)
     with translated():
-        return _port.db_execute(query, list(params))
+        return _port.db_execute(query, params)
 
 
 def transaction(statements, max_retries=20, retry_unique=False, slot=0):
@@ -59,15 +79,17 @@ def transaction(statements, max_retries=20, retry_unique=False, slot=0):
     to feed a COPY ... FROM STDIN. Retried on 40001/40P01, and on 23505 (a few times) when
     retry_unique says a concurrent writer may have taken the keys first. ``slot`` picks the
     connection: 0 serves every command, 1.. an export's extra writers."""
+    statements = [(q, p if isinstance(p, bytes) else list(p)) for q, p in statements]
+    for q, p in statements:
+        check_nul(q, p)
     with translated():
-        return _port.db_transaction(
-            [(q, p if isinstance(p, bytes) else list(p)) for q, p in statements], max_retries,
-            retry_unique, slot)
+        return _port.db_transaction(statements, max_retries, retry_unique, slot)
 
 
 def columns(query, params):
     """The query's result streamed into typed columns (``c_src/db_columns.c``):
     ``{names, columns: [(kind, data, nulls, first_null)], rows}``."""
+    check_nul(query, params)
     with translated():
         return _port.db_columns(query, params)
 

@@ -8,6 +8,12 @@ them from a short queue and run their transactions without the GIL. One server c
 is one server process: it writes a batch on one core, and a second one doubles what the
 server can take (batches never share a user, so they cannot conflict with each other).
 
+A server may refuse COPY: CockroachDB lets only members of the ``admin`` role run it
+(docs/COCKROACHDB.md). A batch whose COPY is refused (42501 insufficient privilege, 0A000
+feature not supported) is written again with the insert method, and so is the rest of the
+export, and every export while the port's connection lasts: logged once, counted in
+``info`` (``database.copy_fallbacks``).
+
 ``append_events`` stores observed interactions in one statement. Both pass arrays as
 ``$n::T[]`` text literals: a few parameters per statement, whatever its size, instead of a
 few per row.
@@ -16,9 +22,10 @@ import queue
 import threading
 import time
 
-from . import db
+from . import db, faults
 from . import recommend as rec
-from .port import A
+from .errors import PortError
+from .port import A, log
 
 #: Users ranked per recommend_many call: the first batch reaches the server after ~10 ms.
 RANK_BLOCK = 512
@@ -39,6 +46,13 @@ def number_literal(values):
 
 
 # ---- export ------------------------------------------------------------------------------
+
+#: SQLSTATEs of a COPY the server will not run: insufficient privilege, feature not supported.
+COPY_REFUSED = ("42501", "0A000")
+
+#: db.info()'s ``connects`` when COPY was last refused: the port's connection then (None: never).
+_copy_refused_on = None
+
 
 def export(entry, users, n, table, batch_size, method, writers):
     """Top-``n`` lists of ``users`` (validated ids) into ``table``; the reply map."""
@@ -65,8 +79,8 @@ def _batch_statements(table, model, version, batch, method, texts):
     if method == "copy":
         head = (str(model).translate(_COPY_ESCAPES) + "\t").encode()
         payload, _ = db.copy_rows(head, f"\t{int(version)}\n".encode(), batch, texts)
-        write = (f"COPY {table} (model, user_id, rank, item_id, score, model_version) "
-                 f"FROM STDIN", payload)
+        write = faults.copy_statement((f"COPY {table} (model, user_id, rank, item_id, score, "
+                                       f"model_version) FROM STDIN", payload))
     else:
         us = [user for user, scored in batch for _ in scored]
         rs = [rank for _, scored in batch for rank in range(1, len(scored) + 1)]
@@ -83,21 +97,32 @@ def _batch_statements(table, model, version, batch, method, texts):
     return [delete, write]
 
 
-def _batches(table, model, version, lists, batch_size, method, stop):
-    """(statements, rows) per batch of about batch_size rows; a user's list never splits.
-    Stops early once ``stop`` is set (the export failed or timed out)."""
-    texts = {}
+def _batches(lists, batch_size, w):
+    """(batch, rows, method, statements) per batch of about batch_size rows, written with
+    the export's method of the moment; a user's list never splits. Stops early once
+    ``w.stop`` is set (the export failed or timed out)."""
     batch, rows = [], 0
     for pair in lists:
-        if stop.is_set():
+        if w.stop.is_set():
             return
         batch.append(pair)
         rows += len(pair[1])
         if rows >= batch_size:
-            yield _batch_statements(table, model, version, batch, method, texts), rows
+            yield w.prepared(batch, rows)
             batch, rows = [], 0
     if batch:
-        yield _batch_statements(table, model, version, batch, method, texts), rows
+        yield w.prepared(batch, rows)
+
+
+def _connects():
+    """How many connections the port has made for its commands: which connection is this."""
+    return db.info().get(A("connects"))
+
+
+def _copy_refused(exc):
+    """True when exc is the server refusing to run a COPY."""
+    return (isinstance(exc, PortError) and exc.kind == "database"
+            and isinstance(exc.detail, dict) and exc.detail.get(A("sqlstate")) in COPY_REFUSED)
 
 
 def _join_all(threads):
@@ -118,11 +143,47 @@ class _Writers:
     """The hand-over between the producer and the writers: a short queue, a stop flag that
     ends every thread, the first failure, and each writer's (rows, batches, retries)."""
 
-    def __init__(self, writers):
+    def __init__(self, writers, table, model, version, method):
         self.pending = queue.Queue(maxsize=2 * writers)
         self.stop = threading.Event()
         self.failures = []
         self.tallies = [[0, 0, 0] for _ in range(writers)]
+        self.table, self.model, self.version = table, model, version
+        self.texts = {}  # each id's escaped COPY text, for the whole export
+        self.method = method
+        if method == "copy" and _copy_refused_on is not None and _copy_refused_on == _connects():
+            self.method = "insert"  # refused before on this connection: not asked again
+        self.switch = threading.Lock()
+
+    def prepared(self, batch, rows, method=None):
+        method = method or self.method
+        return batch, rows, method, _batch_statements(self.table, self.model, self.version,
+                                                      batch, method, self.texts)
+
+    def refused_copy(self):
+        """The server refused COPY: INSERT from now on (once per export, logged once)."""
+        global _copy_refused_on
+        with self.switch:
+            if self.method != "copy":
+                return
+            self.method = "insert"
+            db.copy_fallbacks += 1
+            _copy_refused_on = _connects()
+        log("warning", "export: the database refused COPY (insufficient privilege or not "
+                       "supported); writing with INSERT for the rest of this export and for "
+                       "later ones while this connection lasts")
+
+    def commit(self, item, slot):
+        """Writes one batch; a refused COPY is written again with INSERT. Its retries."""
+        batch, rows, method, statements = item
+        try:
+            return db.transaction(statements, retry_unique=True, slot=slot)["retries"]
+        except PortError as exc:
+            if method != "copy" or not _copy_refused(exc):
+                raise
+        self.refused_copy()
+        statements = self.prepared(batch, rows, "insert")[3]
+        return db.transaction(statements, retry_unique=True, slot=slot)["retries"]
 
     def hand_over(self, item):
         """Queues item unless the export has stopped (nobody reads any more)."""
@@ -155,9 +216,8 @@ class _Writers:
                 return
             if isinstance(item, BaseException):
                 raise item
-            statements, n = item
-            tally[2] += db.transaction(statements, retry_unique=True, slot=slot)["retries"]
-            tally[0] += n
+            tally[2] += self.commit(item, slot)
+            tally[0] += item[1]
             tally[1] += 1
 
     def write_in_thread(self, slot):
@@ -174,8 +234,8 @@ def write_lists(model, version, lists, table, batch_size, where="export", method
     per transaction, through ``writers`` connections (see the module doc). Returns rows,
     batches, retries."""
     table = db.check_table(table, where)
-    w = _Writers(writers)
-    batches = _batches(table, model, version, lists, batch_size, method, w.stop)
+    w = _Writers(writers, table, model, version, method)
+    batches = _batches(lists, batch_size, w)
     threads = [threading.Thread(target=w.produce, args=(batches,), name="uro_rec-export",
                                 daemon=True)]
     threads += [threading.Thread(target=w.write_in_thread, args=(slot,),

@@ -18,11 +18,25 @@ import os
 import resource
 
 from .errors import BadArg
+from .port import A
 
-KINDS = ("segfault", "abort", "exit", "hang", "oom")
+KINDS = ("segfault", "abort", "exit", "hang", "oom", "refuse_copy")
+
+#: Set by ``{fault, refuse_copy}``.
+refusing_copy = False
+
+_REFUSAL = ("DO $$BEGIN RAISE EXCEPTION 'permission denied to COPY: only members of the "
+            "admin role may (injected by {fault, refuse_copy})' USING ERRCODE = '42501'; END$$")
+
+
+def copy_statement(statement):
+    """An export's (COPY ..., data) statement, or with ``refuse_copy`` one the server
+    refuses with 42501."""
+    return (_REFUSAL, []) if refusing_copy else statement
 
 
 def inject(kind):
+    global refusing_copy
     kind = str(kind)
     if kind == "segfault":
         ctypes.string_at(0)
@@ -35,6 +49,9 @@ def inject(kind):
             pass
     elif kind == "oom":
         _allocate_until_refused()
+    elif kind == "refuse_copy":
+        refusing_copy = True
+        return A("ok")
     raise BadArg("fault: kind must be one of %s, got %r" % (", ".join(KINDS), kind))
 
 
