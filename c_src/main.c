@@ -265,6 +265,24 @@ static void serve(struct erlcmd *cmd)
 }
 
 
+/* Starts the interpreter, or leaves the port serving without it: every call that needs Python
+ * then answers python_unavailable with the reason (commands_disable_python). */
+static void start_python(const struct paths *paths, const struct pybridge_config *py)
+{
+    uint64_t t0 = stats_now_us();
+    char why[4096];
+    if (paths_explain_missing(paths, why, sizeof(why)) < 0 ||
+        pybridge_start(py, why, sizeof(why)) < 0) {
+        frames_logf("error", "python did not start: %s", why);
+        commands_disable_python(why);
+        return;
+    }
+    frames_logf("info", "uro_recommender %s ready in %llu ms, %ld KiB resident, models in %s",
+                URO_REC_VERSION, (unsigned long long)(stats_now_us() - t0) / 1000,
+                stats_resident_kib(), py->model_dir);
+}
+
+
 int main(int argc, char **argv)
 {
     struct options o;
@@ -316,18 +334,7 @@ int main(int argc, char **argv)
     setenv("OPENBLAS_NUM_THREADS", "1", 0);
     setenv("TF_CPP_MIN_LOG_LEVEL", "2", 0);
 
-    uint64_t t0 = stats_now_us();
-    char why[4096];
-    if (paths_explain_missing(&paths, why, sizeof(why)) < 0 ||
-        pybridge_start(&py, why, sizeof(why)) < 0) {
-        frames_logf("error", "python did not start: %s", why);
-        commands_disable_python(why);
-    } else {
-        frames_logf("info", "uro_recommender %s ready in %llu ms, %ld KiB resident, models in %s",
-                    URO_REC_VERSION, (unsigned long long)(stats_now_us() - t0) / 1000,
-                    stats_resident_kib(), o.model_dir);
-    }
-
+    start_python(&paths, &py);
     serve(&cmd);
 
     /* Every reply has been written synchronously. Skip Py_Finalize: TensorFlow's and torch's
