@@ -70,6 +70,9 @@ defmodule UroRecommender.Port do
     * `:timeout` default per-call timeout (ms), `:grace` (ms), `:ready_timeout` (ms, default
       30 s), `:backoff` (`{first_ms, max_ms}`, default `{1_000, 60_000}`)
     * `:send_timeout_ms` (default `true`): put `timeout_ms` in the call options
+    * `:batch_size` (default 1, off; the pool gives 32): `recommend` calls that arrive while
+      the port has a frame in flight are held and sent as one `recommend_many` of at most
+      this many callers, each answered with its own list (`UroRecommender.Batch`)
     * `:name` to register the server; `:id` a term naming this port in logs, events and the
       store (default: `:name`, else the pid)
     * `:store` and `:store_key`: where the loaded models are kept across restarts
@@ -83,7 +86,7 @@ defmodule UroRecommender.Port do
   use GenServer
   require Logger
 
-  alias UroRecommender.{Backoff, ModelStore, PortProcess, Recorder, Telemetry}
+  alias UroRecommender.{Backoff, Batch, ModelStore, PortProcess, Recorder, Telemetry}
 
   @typedoc "A running port server."
   @type server :: GenServer.server()
@@ -101,6 +104,8 @@ defmodule UroRecommender.Port do
   @phase_codes %{degraded: 0, starting: 1, ready: 2}
   # A port that served this long before dying is restarted at once: a crash, not a crash loop.
   @stable_ms 5_000
+  # Held recommend calls go out when fewer frames than this are in flight (UroRecommender.Batch).
+  @batch_depth 1
   @spawn_keys [
     :port_path,
     :model_dir,
@@ -236,6 +241,11 @@ defmodule UroRecommender.Port do
       ready_timeout: Keyword.get(opts, :ready_timeout, 30_000),
       backoff: Keyword.get(opts, :backoff, {1_000, 60_000}),
       send_timeout_ms: Keyword.get(opts, :send_timeout_ms, true),
+      batch_size: Keyword.get(opts, :batch_size, 1),
+      # recommend calls held for a batch, and the callers beyond the first of each batch frame
+      # in flight (both counted in in_flight).
+      held: Batch.new(),
+      batched: 0,
       record: Recorder.open(Keyword.get(opts, :record)),
       killed: false
     }
@@ -294,10 +304,7 @@ defmodule UroRecommender.Port do
       |> reload()
 
     {waiting, state} = {:queue.to_list(state.waiting), %{state | waiting: :queue.new()}}
-
-    Enum.reduce(waiting, state, fn {from, command, opts, accepted}, acc ->
-      acc |> send_call(command, from, opts, accepted) |> elem(1)
-    end)
+    Enum.reduce(waiting, state, &submit(&2, &1))
   end
 
   # Loads again what the previous OS process had loaded, before any other call: as the store
@@ -375,8 +382,7 @@ defmodule UroRecommender.Port do
   def handle_call({:call, command, opts, accepted}, from, state) do
     case state.phase do
       :ready ->
-        {_ref, state} = send_call(state, command, from, opts, accepted)
-        {:noreply, state}
+        {:noreply, submit(state, {from, command, opts, accepted})}
 
       :starting ->
         waiting = :queue.in({from, command, opts, accepted}, state.waiting)
@@ -453,7 +459,7 @@ defmodule UroRecommender.Port do
 
         answer(call, {:error, :timeout}, nil)
         Recorder.comment(state.record, call.command, "timeout")
-        state = set_busy(%{state | calls: calls})
+        state = set_busy(%{unbatch(state, call) | calls: calls})
         {:noreply, kill(state)}
     end
   end
@@ -512,6 +518,56 @@ defmodule UroRecommender.Port do
     ArgumentError -> :error
   end
 
+  # A call accepted while ready: held for a batch when the port is busy and the call can be
+  # batched (UroRecommender.Batch), else sent, after whatever is held.
+  defp submit(state, {_from, command, opts, _accepted} = member) do
+    case Batch.key(command, opts, state.batch_size) do
+      nil ->
+        state |> flush() |> send_members([member])
+
+      _key when map_size(state.calls) < @batch_depth and state.held.count == 0 ->
+        send_members(state, [member])
+
+      key ->
+        case Batch.add(state.held, key, member, state.batch_size) do
+          {:held, held} -> set_busy(%{state | held: held})
+          {:full, members, held} -> send_members(%{state | held: held}, members)
+        end
+    end
+  end
+
+  defp flush(%{held: %{count: 0}} = state), do: state
+
+  defp flush(state) do
+    {groups, held} = Batch.take_all(state.held)
+    Enum.reduce(groups, %{state | held: held}, &send_members(&2, &1))
+  end
+
+  defp flush_if_idle(state) when map_size(state.calls) < @batch_depth, do: flush(state)
+  defp flush_if_idle(state), do: state
+
+  defp send_members(state, [{from, command, opts, accepted}]) do
+    state |> send_call(command, from, opts, accepted) |> elem(1)
+  end
+
+  defp send_members(state, [{_, first, opts, accepted} | _] = members) do
+    size = length(members)
+
+    Telemetry.execute(
+      [:uro_recommender, :batch],
+      %{size: size},
+      Map.merge(Telemetry.describe(first), %{slot: state.id, port: state.os_pid})
+    )
+
+    state = %{state | batched: state.batched + size - 1}
+    state |> send_call(Batch.command(members), {:batch, members}, opts, accepted) |> elem(1)
+  end
+
+  defp unbatch(state, %Call{from: {:batch, members}}),
+    do: %{state | batched: state.batched - length(members) + 1}
+
+  defp unbatch(state, _call), do: state
+
   defp send_call(state, command, from, opts, accepted) do
     ref = state.next_ref
     timeout = Keyword.get(opts, :timeout) || state.timeout
@@ -567,10 +623,20 @@ defmodule UroRecommender.Port do
         Recorder.record(state.record, call.command, call.call_opts, reply)
         # The port began on this call when it was sent or when the previous reply left.
         began = max(call.sent, state.last_reply_at)
-        state = set_busy(%{state | calls: calls, last_reply_at: replied})
+        state = set_busy(%{unbatch(state, call) | calls: calls, last_reply_at: replied})
         state = track_models(state, call, reply)
-        answer(call, reply, %{port: state.os_pid, queue_time: began - call.accepted})
-        state
+
+        state =
+          case call.from do
+            {:batch, members} ->
+              answer_batch(state, members, reply, began)
+
+            _ ->
+              answer(call, reply, %{port: state.os_pid, queue_time: began - call.accepted})
+              state
+          end
+
+        flush_if_idle(state)
     end
   end
 
@@ -608,7 +674,31 @@ defmodule UroRecommender.Port do
     end
   end
 
+  defp answer(%Call{from: {:batch, members}}, reply, answered) do
+    for {from, _command, _opts, _accepted} <- members,
+        do: GenServer.reply(from, {reply, answered})
+  end
+
   defp answer(%Call{from: from}, reply, answered), do: GenServer.reply(from, {reply, answered})
+
+  # Each caller of a batch gets its own list; when the reply cannot be split so, each is sent
+  # again alone (UroRecommender.Batch.split/2).
+  defp answer_batch(state, members, reply, began) do
+    case Batch.split(members, reply) do
+      {:ok, replies} ->
+        size = length(members)
+
+        for {{from, _command, _opts, accepted}, own} <- replies do
+          answered = %{port: state.os_pid, queue_time: began - accepted, batch: size}
+          GenServer.reply(from, {own, answered})
+        end
+
+        state
+
+      :resend ->
+        Enum.reduce(members, state, &send_members(&2, [&1]))
+    end
+  end
 
   defp answer_waiting(state, reply) do
     for {from, _command, _opts, _accepted} <- :queue.to_list(state.waiting) do
@@ -664,7 +754,13 @@ defmodule UroRecommender.Port do
       answer(call, {:error, reason}, nil)
     end
 
-    set_busy(%{state | calls: %{}})
+    {groups, held} = Batch.take_all(state.held)
+
+    for members <- groups,
+        {from, _, _, _} <- members,
+        do: GenServer.reply(from, {{:error, reason}, nil})
+
+    set_busy(%{state | calls: %{}, held: held, batched: 0})
   end
 
   # Ends what is left of the OS process (a hung or wrong one) and forgets it.
@@ -690,7 +786,8 @@ defmodule UroRecommender.Port do
     %{state | killed: true}
   end
 
-  defp in_flight_count(state), do: map_size(state.calls) + :queue.len(state.waiting)
+  defp in_flight_count(state),
+    do: map_size(state.calls) + state.batched + state.held.count + :queue.len(state.waiting)
 
   defp set_busy(%{busy: nil} = state), do: state
 
