@@ -65,8 +65,8 @@ defmodule UroRecommender.Port do
   ## Options (`start_link/1`)
 
     * `:port_path`, `:model_dir`, `:python_dir`, `:venv`, `:max_frame`, `:data_dir`,
-      `:model_key_file`, `:allow_unsigned_models`, `:database_url`, `:env`, `:args`: how to
-      start the OS process (`UroRecommender.PortProcess.open/1`)
+      `:model_key_file`, `:allow_unsigned_models`, `:database_url`, `:env`, `:args`,
+      `:cpu_affinity`: how to start the OS process (`UroRecommender.PortProcess.open/1`)
     * `:timeout` default per-call timeout (ms), `:grace` (ms), `:ready_timeout` (ms, default
       30 s), `:backoff` (`{first_ms, max_ms}`, default `{1_000, 60_000}`)
     * `:send_timeout_ms` (default `true`): put `timeout_ms` in the call options
@@ -117,7 +117,8 @@ defmodule UroRecommender.Port do
     :allow_unsigned_models,
     :database_url,
     :env,
-    :args
+    :args,
+    :cpu_affinity
   ]
 
   defmodule Call do
