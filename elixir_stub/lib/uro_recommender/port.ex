@@ -36,6 +36,13 @@ defmodule UroRecommender.Port do
   order, with `{reply, Ref, Reply}`; the caller gets `Reply` (`{:ok, value}` or
   `{:error, {kind, detail}}`). Each call is a `:telemetry` span (`UroRecommender.Telemetry`).
 
+  With `:batch_size` above 1, a `recommend` that arrives while a frame is in flight is held,
+  and the held calls of one model, `N` and options go out as one `recommend_many` when nothing
+  is in flight any more (or at once when `:batch_size` of them are held); each caller gets its
+  own list (`UroRecommender.Batch`). Any other call first sends what is held, so frames keep
+  the order the calls arrived in. Held calls count in `in_flight`; when the OS process exits
+  they get the same `{:error, {:port_exited, status}}` as the calls sent.
+
   ## Timeouts
 
   A call's timeout (option `:timeout`, default from the config) is sent to the port as
