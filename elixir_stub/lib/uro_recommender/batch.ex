@@ -8,7 +8,11 @@ defmodule UroRecommender.Batch do
   straight through. Only the calls that arrive while the port has a frame in flight are held,
   grouped by model, `N`, options and timeout, and each group goes out as one `recommend_many`
   as soon as the port has nothing in flight (or at once when it reaches `:batch_size`). A group
-  of one goes out as the caller's own `recommend`.
+  of fewer than 4 goes out as its callers' own `recommend` frames, back to back: measured on a
+  10k-item ALS model, a `recommend_many` of 1 to 3 users cost the port as much per user as
+  pipelined `recommend` calls, or more, and from 8 users about half (bench/README.md,
+  "Throughput"), so small batches only cost: with 2 ports and 8 clients (3 or 4 calls a port) they made
+  throughput 0.65x to 0.92x of no batching in four runs, and separate frames 0.95x.
 
   Only calls whose answer `recommend_many` gives exactly are held: `{recommend, Name, User, N}`
   and `{recommend, Name, User, N, Opts}` with an integer or binary `User`, a non-negative
@@ -29,6 +33,8 @@ defmodule UroRecommender.Batch do
   """
 
   @batchable_opts [:filter_consumed, :cold_start, :exclude, :scores]
+  # Smaller groups go out as separate recommend frames (see the moduledoc).
+  @min_batch 4
 
   @typedoc "A call as the port server keeps it: `{from, command, opts, accepted}`."
   @type member :: {term(), tuple(), keyword(), integer()}
@@ -88,10 +94,31 @@ defmodule UroRecommender.Batch do
     end
   end
 
-  @doc "Every held group (members oldest first), in order of their first call; nothing stays held."
-  @spec take_all(held()) :: {[[member()]], held()}
-  def take_all(%{groups: groups}),
-    do: {Enum.map(groups, fn {_key, members} -> Enum.reverse(members) end), new()}
+  @doc """
+  What is held, as the frames to send, in order of each group's first call: a group of at
+  least `min(4, max)` members is one frame (members oldest first), a smaller one a frame per
+  member. Nothing stays held.
+
+      iex> held = UroRecommender.Batch.new()
+      iex> {:held, held} = UroRecommender.Batch.add(held, :k, :a, 32)
+      iex> {:held, held} = UroRecommender.Batch.add(held, :k, :b, 32)
+      iex> UroRecommender.Batch.take_all(held, 32)
+      {[[:a], [:b]], %{groups: [], count: 0}}
+      iex> UroRecommender.Batch.take_all(held, 2)
+      {[[:a, :b]], %{groups: [], count: 0}}
+  """
+  @spec take_all(held(), pos_integer()) :: {[[member()]], held()}
+  def take_all(%{groups: groups}, max) do
+    least = min(@min_batch, max)
+
+    frames =
+      Enum.flat_map(groups, fn {_key, members} ->
+        members = Enum.reverse(members)
+        if length(members) < least, do: Enum.map(members, &[&1]), else: [members]
+      end)
+
+    {frames, new()}
+  end
 
   @doc """
   The command that answers `members`: a lone member's own command, else one

@@ -547,8 +547,8 @@ defmodule UroRecommender.Port do
   defp flush(%{held: %{count: 0}} = state), do: state
 
   defp flush(state) do
-    {groups, held} = Batch.take_all(state.held)
-    Enum.reduce(groups, %{state | held: held}, &send_members(&2, &1))
+    {frames, held} = Batch.take_all(state.held, state.batch_size)
+    Enum.reduce(frames, %{state | held: held}, &send_members(&2, &1))
   end
 
   defp flush_if_idle(state) when map_size(state.calls) < @batch_depth, do: flush(state)
@@ -762,9 +762,9 @@ defmodule UroRecommender.Port do
       answer(call, {:error, reason}, nil)
     end
 
-    {groups, held} = Batch.take_all(state.held)
+    {frames, held} = Batch.take_all(state.held, state.batch_size)
 
-    for members <- groups,
+    for members <- frames,
         {from, _, _, _} <- members,
         do: GenServer.reply(from, {{:error, reason}, nil})
 

@@ -156,15 +156,31 @@ defmodule UroRecommender.BatchTest do
   end
 
   test "an unknown model: every caller gets recommend's own error" do
-    commands = for u <- 1..3, do: {:recommend, "no_such_model", u, 5, %{}}
+    commands = for u <- 1..4, do: {:recommend, "no_such_model", u, 5, %{}}
     expected = Enum.map(commands, &lone(serving(), &1))
     assert Enum.all?(expected, &match?({:error, {:unknown_model, _}}, &1))
     tasks = while_busy(800, fn -> start_calls(commands) end)
     assert Task.await_many(tasks, 30_000) == expected
+    assert batch_sizes() == [{"no_such_model", 4}]
+  end
+
+  test "fewer than 4 held calls of a kind go out as their own recommend frames" do
+    commands = for u <- 1..3, do: {:recommend, "batched", u, 5, %{}}
+    other = [{:recommend, "batched_other", 1, 5, %{}}]
+    expected = Enum.map(commands ++ other, &lone(serving(), &1))
+    drain()
+    tasks = while_busy(800, fn -> start_calls(commands ++ other) end)
+    assert Task.await_many(tasks, 30_000) == expected
+    assert batch_sizes() == []
+
+    for _ <- 1..4 do
+      assert_receive {:telemetry, [:uro_recommender, :call, :stop], _,
+                      %{command: :recommend, batch: 1, result: :ok}}
+    end
   end
 
   test "calls that are not recommend flush what is held first, in order" do
-    commands = for u <- 1..3, do: {:recommend, "batched", u, 5, %{}}
+    commands = for u <- 1..4, do: {:recommend, "batched", u, 5, %{}}
     expected = Enum.map(commands, &lone(serving(), &1))
 
     tasks =
@@ -172,8 +188,8 @@ defmodule UroRecommender.BatchTest do
         held = start_calls(commands)
         # ping is not batched: the held calls go out (one recommend_many), then the ping.
         ping = Task.async(fn -> Pool.call(@pool, :ping) end)
-        eventually(fn -> Pool.busy(@pool) == [5] end, 5_000)
-        assert batch_sizes() == [{"batched", 3}]
+        eventually(fn -> Pool.busy(@pool) == [6] end, 5_000)
+        assert batch_sizes() == [{"batched", 4}]
         held ++ [ping]
       end)
 
