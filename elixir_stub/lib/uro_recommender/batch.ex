@@ -5,14 +5,19 @@ defmodule UroRecommender.Batch do
   plain data; `UroRecommender.Port` holds the calls and talks to the OS process.
 
   As in `Nx.Serving`, nothing waits for a batch to fill: a call that finds its port idle goes
-  straight through. Only the calls that arrive while the port has a frame in flight are held,
-  grouped by model, `N`, options and timeout, and each group goes out as one `recommend_many`
-  as soon as the port has nothing in flight (or at once when it reaches `:batch_size`). A group
-  of fewer than 4 goes out as its callers' own `recommend` frames, back to back: measured on a
-  10k-item ALS model, a `recommend_many` of 1 to 3 users cost the port as much per user as
-  pipelined `recommend` calls, or more, and from 8 users about half (bench/README.md,
-  "Throughput"), so small batches only cost: with 2 ports and 8 clients (3 or 4 calls a port) they made
-  throughput 0.65x to 0.92x of no batching in four runs, and separate frames 0.95x.
+  straight through. Only the calls that arrive while the port is answering at least 4 callers
+  (its frames in flight, every caller of a batch counted) are held, grouped by model, `N`,
+  options and timeout, and each group goes out as one `recommend_many` as soon as the port has
+  nothing in flight (or at once when it reaches `:batch_size`). A group of fewer than 4 goes
+  out as its callers' own `recommend` frames, back to back.
+
+  Why 4: measured on a 10k-item ALS model (pipelined, so the port never waited), a
+  `recommend_many` of 1 to 3 users cost the port as much per user as separate `recommend`
+  calls, or more, and from 8 users about half. Holding calls when only one was in flight
+  made 2 ports with 8 clients (3 or 4 callers a port) 0.65x to 0.92x as fast as no batching,
+  p50 up to 1.6x, in five runs; holding from 4 callers on gave 1.15x, p50 0.92x, and kept one
+  port's gains (8 clients: p50 0.68x of no batching, against 0.59x; 64 clients: 2.7x the
+  calls/s; bench/README.md, "Throughput").
 
   Only calls whose answer `recommend_many` gives exactly are held: `{recommend, Name, User, N}`
   and `{recommend, Name, User, N, Opts}` with an integer or binary `User`, a non-negative
@@ -33,7 +38,8 @@ defmodule UroRecommender.Batch do
   """
 
   @batchable_opts [:filter_consumed, :cold_start, :exclude, :scores]
-  # Smaller groups go out as separate recommend frames (see the moduledoc).
+  # Calls are held from this many callers in flight on; smaller groups go out as separate
+  # recommend frames (see the moduledoc).
   @min_batch 4
 
   @typedoc "A call as the port server keeps it: `{from, command, opts, accepted}`."
@@ -41,6 +47,20 @@ defmodule UroRecommender.Batch do
 
   @typedoc "What calls are held: groups in order of their first call, each newest first."
   @type held :: %{groups: [{term(), [member()]}], count: non_neg_integer()}
+
+  @doc """
+  Whether a batchable call is held, given the port's frames in flight and the callers beyond
+  the first of each batch among them: when the port is answering at least 4 callers.
+
+      iex> UroRecommender.Batch.hold?(0, 0)
+      false
+      iex> UroRecommender.Batch.hold?(3, 0)
+      false
+      iex> UroRecommender.Batch.hold?(1, 7)
+      true
+  """
+  @spec hold?(non_neg_integer(), non_neg_integer()) :: boolean()
+  def hold?(frames, batched), do: frames > 0 and frames + batched >= @min_batch
 
   @doc """
   The group a call may be held in, or `nil` when it is never batched.

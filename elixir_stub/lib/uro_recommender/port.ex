@@ -38,8 +38,8 @@ defmodule UroRecommender.Port do
 
   With `:batch_size` above 1, a `recommend` that arrives while a frame is in flight is held,
   and the held calls of one model, `N` and options go out as one `recommend_many` when nothing
-  is in flight any more (or at once when `:batch_size` of them are held); each caller gets its
-  own list (`UroRecommender.Batch`). Any other call first sends what is held, so frames keep
+  is in flight any more (or at once when `:batch_size` of them are held; fewer than 4 go as
+  separate `recommend` frames); each caller gets its own list (`UroRecommender.Batch`). Any other call first sends what is held, so frames keep
   the order the calls arrived in. Held calls count in `in_flight`; when the OS process exits
   they get the same `{:error, {:port_exited, status}}` as the calls sent.
 
@@ -111,8 +111,6 @@ defmodule UroRecommender.Port do
   @phase_codes %{degraded: 0, starting: 1, ready: 2}
   # A port that served this long before dying is restarted at once: a crash, not a crash loop.
   @stable_ms 5_000
-  # Held recommend calls go out when fewer frames than this are in flight (UroRecommender.Batch).
-  @batch_depth 1
   @spawn_keys [
     :port_path,
     :model_dir,
@@ -526,17 +524,19 @@ defmodule UroRecommender.Port do
     ArgumentError -> :error
   end
 
-  # A call accepted while ready: held for a batch when the port is busy and the call can be
-  # batched (UroRecommender.Batch), else sent, after whatever is held.
+  # A call accepted while ready: held for a batch when the port is busy enough and the call
+  # can be batched (UroRecommender.Batch), else sent, after whatever is held.
   defp submit(state, {_from, command, opts, _accepted} = member) do
-    case Batch.key(command, opts, state.batch_size) do
-      nil ->
+    key = Batch.key(command, opts, state.batch_size)
+
+    cond do
+      key == nil ->
         state |> flush() |> send_members([member])
 
-      _key when map_size(state.calls) < @batch_depth and state.held.count == 0 ->
+      state.held.count == 0 and not Batch.hold?(map_size(state.calls), state.batched) ->
         send_members(state, [member])
 
-      key ->
+      true ->
         case Batch.add(state.held, key, member, state.batch_size) do
           {:held, held} -> set_busy(%{state | held: held})
           {:full, members, held} -> send_members(%{state | held: held}, members)
@@ -551,7 +551,7 @@ defmodule UroRecommender.Port do
     Enum.reduce(frames, %{state | held: held}, &send_members(&2, &1))
   end
 
-  defp flush_if_idle(state) when map_size(state.calls) < @batch_depth, do: flush(state)
+  defp flush_if_idle(state) when map_size(state.calls) == 0, do: flush(state)
   defp flush_if_idle(state), do: state
 
   defp send_members(state, [{from, command, opts, accepted}]) do

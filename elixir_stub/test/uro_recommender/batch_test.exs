@@ -1,8 +1,8 @@
 defmodule UroRecommender.BatchTest do
   # Coalescing of concurrent recommend calls into recommend_many (UroRecommender.Batch),
-  # through a real pool of one serving port. The port is made busy with a call the port
-  # interrupts itself ({fault, hang} with a timeout), so that the calls made meanwhile are
-  # held, and batched when it answers.
+  # through a real pool of one serving port. The port is made busy answering 4 callers (a call
+  # the port interrupts itself, {fault, hang} with a timeout, and 3 echoes queued behind it),
+  # so that the calls made meanwhile are held, and batched when it has answered them.
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
@@ -57,14 +57,23 @@ defmodule UroRecommender.BatchTest do
 
   defp serving, do: Pool.port_name(@pool, 1)
 
-  # Runs `fun` while the serving port is busy with a hang the port interrupts after `ms`:
-  # the calls `fun` starts are held until then. Returns what `fun` returns.
+  # Runs `fun` while the serving port is answering 4 callers, a hang the port interrupts after
+  # `ms` and 3 echoes: the calls `fun` starts are held until then. Returns what `fun` returns.
   defp while_busy(ms, fun) do
-    hang = Task.async(fn -> Port.call(serving(), {:fault, :hang}, timeout: ms) end)
-    eventually(fn -> Pool.busy(@pool) == [1] end, 5_000)
+    [hang | echoes] = occupy(serving(), ms)
     result = fun.()
     assert {:error, {:timeout, _}} = Task.await(hang, ms + 10_000)
+    for e <- echoes, do: assert({:ok, _} = Task.await(e, 10_000))
     result
+  end
+
+  # The 4 calls that keep `server` busy (straight to the port server, not through the pool).
+  defp occupy(server, ms) do
+    hang = Task.async(fn -> Port.call(server, {:fault, :hang}, timeout: ms) end)
+    eventually(fn -> Pool.busy(@pool) == [1] end, 5_000)
+    echoes = for i <- 1..3, do: Task.async(fn -> Port.call(server, {:echo, i}) end)
+    eventually(fn -> Pool.busy(@pool) == [4] end, 5_000)
+    [hang | echoes]
   end
 
   # Each command made by a caller of its own while the port is busy: each reply must equal what
@@ -80,7 +89,7 @@ defmodule UroRecommender.BatchTest do
   # Starts one task per command (through the pool) and waits until the port holds them all.
   defp start_calls(commands) do
     tasks = Enum.map(commands, fn c -> Task.async(fn -> Pool.call(@pool, c) end) end)
-    eventually(fn -> Pool.busy(@pool) == [1 + length(commands)] end, 5_000)
+    eventually(fn -> Pool.busy(@pool) == [4 + length(commands)] end, 5_000)
     tasks
   end
 
@@ -184,7 +193,7 @@ defmodule UroRecommender.BatchTest do
         held = start_calls(commands)
         # ping is not batched: the held calls go out (one recommend_many), then the ping.
         ping = Task.async(fn -> Pool.call(@pool, :ping) end)
-        eventually(fn -> Pool.busy(@pool) == [6] end, 5_000)
+        eventually(fn -> Pool.busy(@pool) == [9] end, 5_000)
         assert batch_sizes() == [{"batched", 4}]
         held ++ [ping]
       end)
@@ -200,31 +209,52 @@ defmodule UroRecommender.BatchTest do
 
     # Through the pool, a read-only call is sent again when its port died: every caller that
     # was held gets its list from the restarted port.
-    hang = Task.async(fn -> Port.call(name, {:fault, :hang}, timeout: 10_000) end)
-    eventually(fn -> Pool.busy(@pool) == [1] end, 5_000)
+    busy = occupy(name, 10_000)
     pooled = start_calls(commands)
     capture_log(fn -> kill_os(os) end)
-    assert {:error, {:port_exited, _}} = Task.await(hang, 10_000)
+    for t <- busy, do: assert({:error, {:port_exited, _}} = Task.await(t, 10_000))
     assert Task.await_many(pooled, 30_000) == expected
     os = new_os_pid(name, os)
 
     # Straight to the port server (no pool retry), with the batch sent: each caller gets the
     # exit.
-    hang = Task.async(fn -> Port.call(name, {:fault, :hang}, timeout: 10_000) end)
-    eventually(fn -> Pool.busy(@pool) == [1] end, 5_000)
+    busy = occupy(name, 10_000)
     direct = Enum.map(commands, fn c -> Task.async(fn -> Port.call(name, c) end) end)
-    eventually(fn -> Pool.busy(@pool) == [7] end, 5_000)
+    eventually(fn -> Pool.busy(@pool) == [10] end, 5_000)
     drain()
-    # The echo flushes the held calls: the batch is in the port's pipe, behind the hang.
+    # A call that is not recommend flushes the held calls: the batch is in the port's pipe,
+    # behind the hang.
     echo = Task.async(fn -> Port.call(name, {:echo, 1}) end)
     eventually(fn -> batch_sizes() == [{"batched", 6}] end, 5_000)
     capture_log(fn -> kill_os(os) end)
 
-    for t <- [hang, echo | direct],
+    for t <- [echo | busy] ++ direct,
         do: assert({:error, {:port_exited, _}} = Task.await(t, 10_000))
 
     # Serving again (for the other tests).
     new_os_pid(name, os)
+  end
+
+  test "fewer than 4 callers in flight: a recommend is sent at once, not held" do
+    commands = for u <- 1..3, do: {:recommend, "batched", u, 5, %{}}
+    expected = Enum.map(commands, &lone(serving(), &1))
+    drain()
+    hang = Task.async(fn -> Port.call(serving(), {:fault, :hang}, timeout: 800) end)
+    eventually(fn -> Pool.busy(@pool) == [1] end, 5_000)
+    # One at a time, so that each finds 1, 2, then 3 callers in flight.
+    tasks =
+      for {c, i} <- Enum.with_index(commands, 2) do
+        t = Task.async(fn -> Pool.call(@pool, c) end)
+        eventually(fn -> Pool.busy(@pool) == [i] end, 5_000)
+        t
+      end
+
+    # Sent to the port (4 frames in flight), none held.
+    state = :sys.get_state(serving())
+    assert {map_size(state.calls), state.held.count} == {4, 0}
+    assert {:error, {:timeout, _}} = Task.await(hang, 10_000)
+    assert Task.await_many(tasks, 30_000) == expected
+    assert batch_sizes() == []
   end
 
   test "batch_size: 1: no call is held, each is sent as it comes" do
