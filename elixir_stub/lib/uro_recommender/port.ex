@@ -36,9 +36,9 @@ defmodule UroRecommender.Port do
   order, with `{reply, Ref, Reply}`; the caller gets `Reply` (`{:ok, value}` or
   `{:error, {kind, detail}}`). Each call is a `:telemetry` span (`UroRecommender.Telemetry`).
 
-  With `:batch_size` above 1, a `recommend` that arrives while a frame is in flight is held,
-  and the held calls of one model, `N` and options go out as one `recommend_many` when nothing
-  is in flight any more (or at once when `:batch_size` of them are held; fewer than 4 go as
+  With `:batch_size` above 1, a `recommend` that arrives while the port is answering at least 4
+  callers is held, and the held calls of one model, `N` and options go out as one
+  `recommend_many` when nothing is in flight any more (or at once when `:batch_size` of them are held; fewer than 4 go as
   separate `recommend` frames); each caller gets its own list (`UroRecommender.Batch`). Any other call first sends what is held, so frames keep
   the order the calls arrived in. Held calls count in `in_flight`; when the OS process exits
   they get the same `{:error, {:port_exited, status}}` as the calls sent.
@@ -78,8 +78,8 @@ defmodule UroRecommender.Port do
       30 s), `:backoff` (`{first_ms, max_ms}`, default `{1_000, 60_000}`)
     * `:send_timeout_ms` (default `true`): put `timeout_ms` in the call options
     * `:batch_size` (default 1, off; the pool gives 32): `recommend` calls that arrive while
-      the port has a frame in flight are held and sent as one `recommend_many` of at most
-      this many callers, each answered with its own list (`UroRecommender.Batch`)
+      the port is busy are held and sent as one `recommend_many` of at most this many
+      callers, each answered with its own list (`UroRecommender.Batch`)
     * `:name` to register the server; `:id` a term naming this port in logs, events and the
       store (default: `:name`, else the pid)
     * `:store` and `:store_key`: where the loaded models are kept across restarts
