@@ -78,7 +78,7 @@ defmodule UroRecommender.BatchTest do
 
   # Each command made by a caller of its own while the port is busy: each reply must equal what
   # a lone recommend answers. Returns those answers.
-  defp concurrently(commands, ms \\ 1_000) do
+  defp concurrently(commands, ms \\ 2_000) do
     expected = Enum.map(commands, &lone(serving(), &1))
     drain()
     tasks = while_busy(ms, fn -> start_calls(commands) end)
@@ -112,7 +112,7 @@ defmodule UroRecommender.BatchTest do
     assert {:ok, [_, _, _, _, _]} = Enum.at(expected, 20)
     drain()
 
-    tasks = while_busy(1_000, fn -> start_calls(commands ++ scored) end)
+    tasks = while_busy(2_000, fn -> start_calls(commands ++ scored) end)
     assert Task.await_many(tasks, 30_000) == expected
 
     # 22 calls of one kind in batches of at most 8, 6 of the other in one batch.
@@ -189,7 +189,7 @@ defmodule UroRecommender.BatchTest do
     expected = Enum.map(commands, &lone(serving(), &1))
 
     tasks =
-      while_busy(1_000, fn ->
+      while_busy(2_000, fn ->
         held = start_calls(commands)
         # ping is not batched: the held calls go out (one recommend_many), then the ping.
         ping = Task.async(fn -> Pool.call(@pool, :ping) end)
@@ -239,7 +239,7 @@ defmodule UroRecommender.BatchTest do
     commands = for u <- 1..3, do: {:recommend, "batched", u, 5, %{}}
     expected = Enum.map(commands, &lone(serving(), &1))
     drain()
-    hang = Task.async(fn -> Port.call(serving(), {:fault, :hang}, timeout: 800) end)
+    hang = Task.async(fn -> Port.call(serving(), {:fault, :hang}, timeout: 2_000) end)
     eventually(fn -> Pool.busy(@pool) == [1] end, 5_000)
     # One at a time, so that each finds 1, 2, then 3 callers in flight.
     tasks =
@@ -275,7 +275,7 @@ defmodule UroRecommender.BatchTest do
     commands = for u <- 1..5, do: {:recommend, "off", u, 5, %{}}
     expected = Enum.map(commands, &Port.call(name, &1))
 
-    hang = Task.async(fn -> Port.call(name, {:fault, :hang}, timeout: 800) end)
+    hang = Task.async(fn -> Port.call(name, {:fault, :hang}, timeout: 2_000) end)
     eventually(fn -> Port.in_flight(name) == 1 end, 5_000)
     tasks = Enum.map(commands, fn c -> Task.async(fn -> Port.call(name, c) end) end)
     eventually(fn -> Port.in_flight(name) == 6 end, 5_000)
