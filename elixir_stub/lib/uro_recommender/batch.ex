@@ -13,11 +13,12 @@ defmodule UroRecommender.Batch do
 
   Why 4: measured on a 10k-item ALS model (pipelined, so the port never waited), a
   `recommend_many` of 1 to 3 users cost the port as much per user as separate `recommend`
-  calls, or more, and from 8 users about half. Holding calls when only one was in flight
-  made 2 ports with 8 clients (3 or 4 callers a port) 0.65x to 0.92x as fast as no batching,
-  p50 up to 1.6x, in five runs; holding from 4 callers on gave 1.15x, p50 0.92x, and kept one
-  port's gains (8 clients: p50 0.68x of no batching, against 0.59x; 64 clients: 2.7x the
-  calls/s; bench/README.md, "Throughput").
+  calls, or more; of 8 or more users a quarter to a half in two rounds of three (the third met
+  a change of load). Holding calls as soon as one was in flight made 2 ports with 8 clients
+  (3 or 4 callers a port) 0.65x to 1.02x as fast as no batching in eight runs (seven below
+  0.93x), p50 0.92x to 1.8x; holding from 4 callers on gave 1.15x and 1.13x, p50 0.92x and
+  0.98x, and kept one port's gains (64 clients: 2.7x the calls/s; bench/README.md,
+  "Throughput").
 
   Only calls whose answer `recommend_many` gives exactly are held: `{recommend, Name, User, N}`
   and `{recommend, Name, User, N, Opts}` with an integer or binary `User`, a non-negative
