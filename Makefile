@@ -11,7 +11,8 @@
 #   make demo     uro's story on uro-shaped tables: visits recorded, a scheduled run, the gate,
 #                 the lists read back by SQL, forget_user, a refused run (bench/uro_demo.exs)
 #   make bench    latency against the bare echo port, interleaved call by call; the database
-#                 benchmark; the recorder; retraining on 10 % new data against full training
+#                 benchmark; the recorder; retraining on 10 % new data against full training;
+#                 throughput with 1, 8 and 64 concurrent clients, batching off and on
 #
 # The virtualenv lives outside the checkout (scripts/setup.sh says where); override with
 # URO_REC_VENV=/path. Its interpreter's libpython is the one we link, by soname: no path of
@@ -51,8 +52,8 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-host test-db test-db-waits check-elixir-newer demo bench bench-db bench-interactions \
-        bench-retrain clean
+        test-elixir test-host test-db test-db-waits check-elixir-newer demo bench bench-db \
+        bench-interactions bench-retrain bench-throughput bench-throughput-run clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -69,6 +70,15 @@ bench: setup
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
 	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
+	@$(MAKE) --no-print-directory bench-throughput-run
+# Throughput with 1, 8 and 64 concurrent clients, pools of 1, 2 and 4 ports, batching off and on
+# (UroRecommender.Batch); the plot bench/throughput.png: bench/README.md, "Throughput"
+bench-throughput: setup
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory bench-throughput-run
+bench-throughput-run:
+	URO_REC_PORT=$(TOP)/priv/uro_recommender BENCH_PYTHON=$(PYTHON) BENCH_PLOT_PYTHONPATH=$(TESTPATH) \
+	  mix run bench/throughput_bench.exs
 # The recorder (UroRecommender.Interactions) against a bare GenServer.cast: bench/INTERACTIONS_BENCH.md
 bench-interactions: setup
 	@$(MAKE) --no-print-directory build

@@ -7,7 +7,13 @@
 %%   escript bench/bench.escript PORT_EXE ECHO_PORT_EXE [VENV_PYTHON]
 %%
 %% Environment knobs (for quick runs): BENCH_ITERS (default 20000), BENCH_REC_ITERS (5000),
-%% BENCH_USERS / BENCH_ITEMS / BENCH_INTERACTIONS (20000 / 10000 / 300000).
+%% BENCH_USERS / BENCH_ITEMS / BENCH_INTERACTIONS (20000 / 10000 / 300000), BENCH_CPU (the CPU
+%% both ports are pinned to; default the last one; "none" leaves placement to the scheduler).
+%%
+%% Both ports run on the same CPU (started through taskset) and each iteration alternates which
+%% of them is called first: on these VMs an idle CPU halts at once and waking it costs tens of
+%% microseconds, so two ports that happen to land on different CPUs would measure that chance,
+%% not the port (docs/OPERATIONS.md, "CPU placement"). Where each port ran is printed.
 -mode(compile).
 
 -define(TIMEOUT, 600000).
@@ -22,13 +28,12 @@ main([Exe, EchoExe | Rest]) ->
     NX = env_int("BENCH_INTERACTIONS", 300000),
     Tmp = filename:join("/tmp", "uro_bench_" ++ os:getpid()),
     ok = filelib:ensure_dir(filename:join([Tmp, "models", "x"])),
-    Port = open_port({spawn_executable, filename:absname(Exe)},
-                     [binary, {packet, 4}, exit_status,
-                      {args, ["--model-dir", filename:join(Tmp, "models")]}]),
-    Echo = open_port({spawn_executable, filename:absname(EchoExe)},
-                     [binary, {packet, 4}, exit_status]),
+    Cpu = pin_cpu(),
+    Port = open_pinned(Cpu, Exe, ["--model-dir", filename:join(Tmp, "models")]),
+    Echo = open_pinned(Cpu, EchoExe, []),
     {ok, pong} = call(Port, ping),
     {ok, ping} = call(Echo, ping),
+    placement("start", Cpu, Port, Echo),
     io:format("uro_recommender: ~ts~n", [describe(call(Port, info))]),
     io:format("machine: ~b schedulers online, OTP ~s, ~ts~n",
               [erlang:system_info(schedulers_online), erlang:system_info(otp_release),
@@ -66,6 +71,7 @@ main([Exe, EchoExe | Rest]) ->
     [print_row(R) || R <- Results],
     io:format("~nload average at the end: ~s (2 cores: a load above ~~1 means the numbers "
               "above include waiting for a CPU)~n", [loadavg()]),
+    placement("end", Cpu, Port, Echo),
     io:format("~ntargets~n"),
     [Ping, _Map, List, Rec] = Results,
     Checks = [target("ping adds <= 10 us at p50", adds(Ping), 10),
@@ -79,6 +85,55 @@ main([Exe, EchoExe | Rest]) ->
 main(_) ->
     io:format("usage: bench.escript PORT_EXE ECHO_PORT_EXE [VENV_PYTHON]~n"),
     halt(2).
+
+%% ---- placement --------------------------------------------------------------------------------
+
+%% The CPU both ports are pinned to: BENCH_CPU, else the last one; none without taskset.
+pin_cpu() ->
+    case {os:getenv("BENCH_CPU"), os:find_executable("taskset")} of
+        {"none", _} -> none;
+        {_, false} -> none;
+        {false, _} -> erlang:system_info(logical_processors_available) - 1;
+        {"", _} -> erlang:system_info(logical_processors_available) - 1;
+        {V, _} -> list_to_integer(V)
+    end.
+
+open_pinned(none, Exe, Args) ->
+    open_port({spawn_executable, filename:absname(Exe)},
+              [binary, {packet, 4}, exit_status, {args, Args}]);
+open_pinned(Cpu, Exe, Args) ->
+    %% taskset execs the program: the port's OS process is the program, pinned from its start,
+    %% and the threads it starts (Python's, BLAS's) inherit the mask.
+    open_port({spawn_executable, os:find_executable("taskset")},
+              [binary, {packet, 4}, exit_status,
+               {args, ["-c", integer_to_list(Cpu), filename:absname(Exe) | Args]}]).
+
+placement(When, Cpu, Port, Echo) ->
+    Pinned = case Cpu of none -> "not pinned"; _ -> io_lib:format("pinned to cpu ~b", [Cpu]) end,
+    io:format("placement at the ~s (~s): port ~s, echo ~s~n",
+              [When, Pinned, where(Port), where(Echo)]).
+
+%% "pid P on cpu C (may use L)": the CPU the process last ran on (/proc/P/stat field 39) and its
+%% allowed list.
+where(Port) ->
+    {os_pid, Pid} = erlang:port_info(Port, os_pid),
+    P = integer_to_list(Pid),
+    Last = case file:read_file("/proc/" ++ P ++ "/stat") of
+               {ok, Stat} ->
+                   [_, Rest] = string:split(Stat, ") ", trailing),
+                   binary_to_list(lists:nth(37, string:lexemes(Rest, " ")));
+               _ -> "?"
+           end,
+    Allowed = case file:read_file("/proc/" ++ P ++ "/status") of
+                  {ok, Status} ->
+                      case re:run(Status, "Cpus_allowed_list:\\s*(\\S+)",
+                                  [{capture, all_but_first, list}]) of
+                          {match, [L]} -> L;
+                          _ -> "?"
+                      end;
+                  _ -> "?"
+              end,
+    io_lib:format("pid ~s on cpu ~s (may use ~s)", [P, Last, Allowed]).
 
 loadavg() ->
     case file:read_file("/proc/loadavg") of

@@ -17,6 +17,10 @@ defmodule UroRecommender.Config do
       {:string, "`nil`: the port inherits `DATABASE_URL`",
        "set as the port's `DATABASE_URL` (not on its command line, which `ps` shows)"},
     pool_size: {:pos_integer, "`System.schedulers_online()`", "serving ports"},
+    batch_size:
+      {:pos_integer, 32,
+       "most `recommend` calls a serving port answers with one `recommend_many` when they " <>
+         "arrive while it is busy; `1` turns batching off (`UroRecommender.Batch`)"},
     timeout: {:pos_integer, 30_000, "ms per call, unless the call gives `:timeout`"},
     train_timeout:
       {:timeout, :timer.hours(2), "ms per call on the training port (`train`, `export`, ...)"},
@@ -41,6 +45,10 @@ defmodule UroRecommender.Config do
       {:boolean, false, "load model versions that carry no signature (`--allow-unsigned-models`)"},
     env: {:env, [], "extra environment for the port process, `[{name, value}]`"},
     args: {:args, [], "extra command-line arguments for the port"},
+    cpu_affinity:
+      {:cpu_list, nil,
+       "CPUs every port of the pool runs on, a list such as `\"1\"` or `\"0,2-3\"` (started " <>
+         "through `taskset -c`; docs/OPERATIONS.md, \"CPU placement\")"},
     record:
       {:path, nil, "a file every request and reply is appended to (`UroRecommender.Recorder`)"},
     send_timeout_ms: {:boolean, true, "send each call's timeout to the port as `timeout_ms`"}
@@ -60,7 +68,7 @@ defmodule UroRecommender.Config do
   message naming it, instead of a pool of another size:
 
       iex> UroRecommender.Config.validate!(pool_sise: 7)
-      ** (ArgumentError) unknown options [:pool_sise], valid options are: [:name, :port_path, :python_dir, :venv, :model_dir, :database_url, :pool_size, :timeout, :train_timeout, :grace, :ready_timeout, :backoff, :max_frame, :data_dir, :model_key_file, :allow_unsigned_models, :env, :args, :record, :send_timeout_ms]
+      ** (ArgumentError) unknown options [:pool_sise], valid options are: [:name, :port_path, :python_dir, :venv, :model_dir, :database_url, :pool_size, :batch_size, :timeout, :train_timeout, :grace, :ready_timeout, :backoff, :max_frame, :data_dir, :model_key_file, :allow_unsigned_models, :env, :args, :cpu_affinity, :record, :send_timeout_ms]
 
       iex> UroRecommender.Config.validate!(pool_size: 0)
       ** (ArgumentError) invalid value for :pool_size option: expected positive integer, got: 0
@@ -88,7 +96,7 @@ defmodule UroRecommender.Config do
   options of `UroRecommender.Interactions` and `UroRecommender.Scheduler` are checked with
   it too); raises `ArgumentError` as `validate!/1` does. Types: `:atom`, `:string`, `:path`,
   `:boolean`, `:pos_integer`, `:non_neg_integer`, `:timeout`, `:number` (>= 0), `:map`,
-  `:args`, `:backoff`, `:env`, `{:in, values}`.
+  `:args`, `:backoff`, `:env`, `:cpu_list`, `{:in, values}`.
   """
   @spec check!(keyword(), keyword()) :: keyword()
   def check!(opts, schema) when is_list(opts) do
@@ -246,6 +254,7 @@ defmodule UroRecommender.Config do
     do: match?({a, b} when is_integer(a) and is_integer(b) and a > 0 and b >= a, v)
 
   defp valid?(:env, v), do: is_list(v) and Enum.all?(v, &env_pair?/1)
+  defp valid?(:cpu_list, v), do: is_binary(v) and v =~ ~r/^\d+(-\d+)?(,\d+(-\d+)?)*$/
 
   defp env_pair?({k, v}) when is_binary(k) or is_atom(k), do: is_binary(v) or is_nil(v)
   defp env_pair?(_), do: false
@@ -260,6 +269,7 @@ defmodule UroRecommender.Config do
   defp expected(:args), do: "list of strings"
   defp expected(:backoff), do: "{first_ms, max_ms} with 0 < first_ms <= max_ms"
   defp expected(:env), do: "list of {name, value | nil} with string values"
+  defp expected(:cpu_list), do: "a CPU list such as \"1\" or \"0,2-3\""
   defp expected(:number), do: "a number >= 0"
   defp expected(:map), do: "a map"
   defp expected({:in, values}), do: "one of #{inspect(values)}"

@@ -5,6 +5,13 @@ defmodule UroRecommender.Pool do
     * Serving calls (`recommend`, `predict`, ...) go to the serving port with the
       fewest calls in flight (an `:atomics` counter per port, kept by the port
       server; ties go round-robin).
+    * Concurrent `recommend` calls that reach a port while it is answering at least 4
+      callers are held and sent as one `recommend_many` for the same model, `N` and
+      options, at most `:batch_size` (default 32; `1` turns it off) callers at a time, each
+      answered with its own list or error; a call that finds its port idle goes straight
+      through, and fewer than 4 held calls go as separate `recommend`s
+      (`UroRecommender.Batch`). Throughput grows with load: docs/OPERATIONS.md,
+      "Throughput: batching and pool size", has the figures and what pool size to choose.
     * `train`, `evaluate`, `export` and `publish` go to the training port, so a
       long training never delays a recommendation.
     * After a `train` that saved a version, and after a `load`, every serving

@@ -36,6 +36,13 @@ defmodule UroRecommender.Port do
   order, with `{reply, Ref, Reply}`; the caller gets `Reply` (`{:ok, value}` or
   `{:error, {kind, detail}}`). Each call is a `:telemetry` span (`UroRecommender.Telemetry`).
 
+  With `:batch_size` above 1, a `recommend` that arrives while the port is answering at least 4
+  callers is held, and the held calls of one model, `N` and options go out as one
+  `recommend_many` when nothing is in flight any more (or at once when `:batch_size` of them are held; fewer than 4 go as
+  separate `recommend` frames); each caller gets its own list (`UroRecommender.Batch`). Any other call first sends what is held, so frames keep
+  the order the calls arrived in. Held calls count in `in_flight`; when the OS process exits
+  they get the same `{:error, {:port_exited, status}}` as the calls sent.
+
   ## Timeouts
 
   A call's timeout (option `:timeout`, default from the config) is sent to the port as
@@ -65,11 +72,14 @@ defmodule UroRecommender.Port do
   ## Options (`start_link/1`)
 
     * `:port_path`, `:model_dir`, `:python_dir`, `:venv`, `:max_frame`, `:data_dir`,
-      `:model_key_file`, `:allow_unsigned_models`, `:database_url`, `:env`, `:args`: how to
-      start the OS process (`UroRecommender.PortProcess.open/1`)
+      `:model_key_file`, `:allow_unsigned_models`, `:database_url`, `:env`, `:args`,
+      `:cpu_affinity`: how to start the OS process (`UroRecommender.PortProcess.open/1`)
     * `:timeout` default per-call timeout (ms), `:grace` (ms), `:ready_timeout` (ms, default
       30 s), `:backoff` (`{first_ms, max_ms}`, default `{1_000, 60_000}`)
     * `:send_timeout_ms` (default `true`): put `timeout_ms` in the call options
+    * `:batch_size` (default 1, off; the pool gives 32): `recommend` calls that arrive while
+      the port is busy are held and sent as one `recommend_many` of at most this many
+      callers, each answered with its own list (`UroRecommender.Batch`)
     * `:name` to register the server; `:id` a term naming this port in logs, events and the
       store (default: `:name`, else the pid)
     * `:store` and `:store_key`: where the loaded models are kept across restarts
@@ -83,7 +93,7 @@ defmodule UroRecommender.Port do
   use GenServer
   require Logger
 
-  alias UroRecommender.{Backoff, ModelStore, PortProcess, Recorder, Telemetry}
+  alias UroRecommender.{Backoff, Batch, ModelStore, PortProcess, Recorder, Telemetry}
 
   @typedoc "A running port server."
   @type server :: GenServer.server()
@@ -112,7 +122,8 @@ defmodule UroRecommender.Port do
     :allow_unsigned_models,
     :database_url,
     :env,
-    :args
+    :args,
+    :cpu_affinity
   ]
 
   defmodule Call do
@@ -236,6 +247,11 @@ defmodule UroRecommender.Port do
       ready_timeout: Keyword.get(opts, :ready_timeout, 30_000),
       backoff: Keyword.get(opts, :backoff, {1_000, 60_000}),
       send_timeout_ms: Keyword.get(opts, :send_timeout_ms, true),
+      batch_size: Keyword.get(opts, :batch_size, 1),
+      # recommend calls held for a batch, and the callers beyond the first of each batch frame
+      # in flight (both counted in in_flight).
+      held: Batch.new(),
+      batched: 0,
       record: Recorder.open(Keyword.get(opts, :record)),
       killed: false
     }
@@ -294,10 +310,7 @@ defmodule UroRecommender.Port do
       |> reload()
 
     {waiting, state} = {:queue.to_list(state.waiting), %{state | waiting: :queue.new()}}
-
-    Enum.reduce(waiting, state, fn {from, command, opts, accepted}, acc ->
-      acc |> send_call(command, from, opts, accepted) |> elem(1)
-    end)
+    Enum.reduce(waiting, state, &submit(&2, &1))
   end
 
   # Loads again what the previous OS process had loaded, before any other call: as the store
@@ -375,8 +388,7 @@ defmodule UroRecommender.Port do
   def handle_call({:call, command, opts, accepted}, from, state) do
     case state.phase do
       :ready ->
-        {_ref, state} = send_call(state, command, from, opts, accepted)
-        {:noreply, state}
+        {:noreply, submit(state, {from, command, opts, accepted})}
 
       :starting ->
         waiting = :queue.in({from, command, opts, accepted}, state.waiting)
@@ -453,7 +465,7 @@ defmodule UroRecommender.Port do
 
         answer(call, {:error, :timeout}, nil)
         Recorder.comment(state.record, call.command, "timeout")
-        state = set_busy(%{state | calls: calls})
+        state = set_busy(%{unbatch(state, call) | calls: calls})
         {:noreply, kill(state)}
     end
   end
@@ -512,6 +524,58 @@ defmodule UroRecommender.Port do
     ArgumentError -> :error
   end
 
+  # A call accepted while ready: held for a batch when the port is busy enough and the call
+  # can be batched (UroRecommender.Batch), else sent, after whatever is held.
+  defp submit(state, {_from, command, opts, _accepted} = member) do
+    key = Batch.key(command, opts, state.batch_size)
+
+    cond do
+      key == nil ->
+        state |> flush() |> send_members([member])
+
+      state.held.count == 0 and not Batch.hold?(map_size(state.calls), state.batched) ->
+        send_members(state, [member])
+
+      true ->
+        case Batch.add(state.held, key, member, state.batch_size) do
+          {:held, held} -> set_busy(%{state | held: held})
+          {:full, members, held} -> send_members(%{state | held: held}, members)
+        end
+    end
+  end
+
+  defp flush(%{held: %{count: 0}} = state), do: state
+
+  defp flush(state) do
+    {frames, held} = Batch.take_all(state.held, state.batch_size)
+    Enum.reduce(frames, %{state | held: held}, &send_members(&2, &1))
+  end
+
+  defp flush_if_idle(state) when map_size(state.calls) == 0, do: flush(state)
+  defp flush_if_idle(state), do: state
+
+  defp send_members(state, [{from, command, opts, accepted}]) do
+    state |> send_call(command, from, opts, accepted) |> elem(1)
+  end
+
+  defp send_members(state, [{_, first, opts, accepted} | _] = members) do
+    size = length(members)
+
+    Telemetry.execute(
+      [:uro_recommender, :batch],
+      %{size: size},
+      Map.merge(Telemetry.describe(first), %{slot: state.id, port: state.os_pid})
+    )
+
+    state = %{state | batched: state.batched + size - 1}
+    state |> send_call(Batch.command(members), {:batch, members}, opts, accepted) |> elem(1)
+  end
+
+  defp unbatch(state, %Call{from: {:batch, members}}),
+    do: %{state | batched: state.batched - length(members) + 1}
+
+  defp unbatch(state, _call), do: state
+
   defp send_call(state, command, from, opts, accepted) do
     ref = state.next_ref
     timeout = Keyword.get(opts, :timeout) || state.timeout
@@ -567,10 +631,20 @@ defmodule UroRecommender.Port do
         Recorder.record(state.record, call.command, call.call_opts, reply)
         # The port began on this call when it was sent or when the previous reply left.
         began = max(call.sent, state.last_reply_at)
-        state = set_busy(%{state | calls: calls, last_reply_at: replied})
+        state = set_busy(%{unbatch(state, call) | calls: calls, last_reply_at: replied})
         state = track_models(state, call, reply)
-        answer(call, reply, %{port: state.os_pid, queue_time: began - call.accepted})
-        state
+
+        state =
+          case call.from do
+            {:batch, members} ->
+              answer_batch(state, members, reply, began)
+
+            _ ->
+              answer(call, reply, %{port: state.os_pid, queue_time: began - call.accepted})
+              state
+          end
+
+        flush_if_idle(state)
     end
   end
 
@@ -608,7 +682,31 @@ defmodule UroRecommender.Port do
     end
   end
 
+  defp answer(%Call{from: {:batch, members}}, reply, answered) do
+    for {from, _command, _opts, _accepted} <- members,
+        do: GenServer.reply(from, {reply, answered})
+  end
+
   defp answer(%Call{from: from}, reply, answered), do: GenServer.reply(from, {reply, answered})
+
+  # Each caller of a batch gets its own list; when the reply cannot be split so, each is sent
+  # again alone (UroRecommender.Batch.split/2).
+  defp answer_batch(state, members, reply, began) do
+    case Batch.split(members, reply) do
+      {:ok, replies} ->
+        size = length(members)
+
+        for {{from, _command, _opts, accepted}, own} <- replies do
+          answered = %{port: state.os_pid, queue_time: began - accepted, batch: size}
+          GenServer.reply(from, {own, answered})
+        end
+
+        state
+
+      :resend ->
+        Enum.reduce(members, state, &send_members(&2, [&1]))
+    end
+  end
 
   defp answer_waiting(state, reply) do
     for {from, _command, _opts, _accepted} <- :queue.to_list(state.waiting) do
@@ -664,7 +762,13 @@ defmodule UroRecommender.Port do
       answer(call, {:error, reason}, nil)
     end
 
-    set_busy(%{state | calls: %{}})
+    {frames, held} = Batch.take_all(state.held, state.batch_size)
+
+    for members <- frames,
+        {from, _, _, _} <- members,
+        do: GenServer.reply(from, {{:error, reason}, nil})
+
+    set_busy(%{state | calls: %{}, held: held, batched: 0})
   end
 
   # Ends what is left of the OS process (a hung or wrong one) and forgets it.
@@ -690,7 +794,8 @@ defmodule UroRecommender.Port do
     %{state | killed: true}
   end
 
-  defp in_flight_count(state), do: map_size(state.calls) + :queue.len(state.waiting)
+  defp in_flight_count(state),
+    do: map_size(state.calls) + state.batched + state.held.count + :queue.len(state.waiting)
 
   defp set_busy(%{busy: nil} = state), do: state
 

@@ -39,21 +39,25 @@ defmodule UroRecommender.PortProcess do
   exited (its `:exit_status` message follows), or `{:error, failure}`.
 
   Options: `:port_path`, `:model_dir`, `:max_frame`, `:python_dir`, `:venv`, `:data_dir`,
-  `:model_key_file`, `:allow_unsigned_models`, `:args`, `:database_url`, `:env`.
+  `:model_key_file`, `:allow_unsigned_models`, `:args`, `:database_url`, `:env`,
+  `:cpu_affinity` (a CPU list such as `"1"` or `"0,2-3"`: the process is started through
+  `taskset -c LIST`, which execs it, so the OS pid is the port's and every thread it starts
+  inherits the mask; docs/OPERATIONS.md, "CPU placement").
   """
   @spec open(keyword()) :: {:ok, port(), non_neg_integer() | nil} | {:error, failure()}
   def open(opts) do
     path = if p = opts[:port_path], do: to_string(p)
 
-    with :ok <- check_executable(path) do
+    with :ok <- check_executable(path),
+         {:ok, exe, pinning} <- pinned(path, opts[:cpu_affinity]) do
       try do
         port =
-          Port.open({:spawn_executable, path}, [
+          Port.open({:spawn_executable, exe}, [
             :binary,
             {:packet, 4},
             :exit_status,
             :use_stdio,
-            args: args(opts),
+            args: pinning ++ args(opts),
             env: env(opts)
           ])
 
@@ -68,6 +72,16 @@ defmodule UroRecommender.PortProcess do
       rescue
         e in ErlangError -> {:error, {:spawn_failed, e.original}}
       end
+    end
+  end
+
+  # The executable to spawn and the arguments before the port's own.
+  defp pinned(path, nil), do: {:ok, path, []}
+
+  defp pinned(path, cpus) do
+    case System.find_executable("taskset") do
+      nil -> {:error, {:not_found, "taskset (for :cpu_affinity)"}}
+      taskset -> {:ok, taskset, ["-c", to_string(cpus), path]}
     end
   end
 

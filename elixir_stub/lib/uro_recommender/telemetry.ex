@@ -10,7 +10,7 @@ defmodule UroRecommender.Telemetry do
   | event | measurements | metadata |
   |---|---|---|
   | `:start` | `system_time`, `monotonic_time` | `command`, `model`, `slot`, `telemetry_span_context` |
-  | `:stop` | `duration`, `queue_time`, `monotonic_time` | the same, plus `port`, `result` (`:ok` or `:error`) and, for an error reply, `error` (`{kind, detail}`) |
+  | `:stop` | `duration`, `queue_time`, `monotonic_time` | the same, plus `port`, `result` (`:ok` or `:error`), `batch` (how many callers the port's reply answered: 1, or the size of the `recommend_many` this call was batched into, `UroRecommender.Batch`) and, for an error reply, `error` (`{kind, detail}`) |
   | `:exception` | `duration`, `monotonic_time` | the same, plus `port`, `kind: :error`, `reason`, `stacktrace: []` |
 
   `:stop` is a reply from the port, an error reply included (`{:error, {:unknown_model, _}}`,
@@ -23,6 +23,14 @@ defmodule UroRecommender.Telemetry do
   calls of that port, or for a starting port to be ready). `command` is the command's name
   (`:recommend`), `model` the model name (a binary) or `nil`, `slot` the port's id
   (`{pool, 1}`, `{pool, :train}`), `port` its OS pid.
+
+  A batched `recommend` still gets its own span, in its own process, answered with its own list.
+
+  ## Batches: `[:uro_recommender, :batch]`
+
+  Emitted by the port server each time it sends held `recommend` calls as one
+  `recommend_many` (`UroRecommender.Batch`): measurement `size` (callers in the batch),
+  metadata `command` (`:recommend`), `model`, `slot`, `port`.
 
   ## Training progress: `[:uro_recommender, :train, :epoch]`
 
@@ -137,14 +145,19 @@ defmodule UroRecommender.Telemetry do
         execute(
           [:uro_recommender, :call, :stop],
           Map.put(times, :queue_time, q),
-          Map.merge(meta, %{port: port, result: :ok})
+          Map.merge(meta, %{port: port, result: :ok, batch: Map.get(answered, :batch, 1)})
         )
 
       {{:error, error}, %{port: port, queue_time: q}} ->
         execute(
           [:uro_recommender, :call, :stop],
           Map.put(times, :queue_time, q),
-          Map.merge(meta, %{port: port, result: :error, error: error})
+          Map.merge(meta, %{
+            port: port,
+            result: :error,
+            error: error,
+            batch: Map.get(answered, :batch, 1)
+          })
         )
 
       {{:error, reason}, _} ->

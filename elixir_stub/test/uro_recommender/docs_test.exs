@@ -5,6 +5,7 @@ defmodule UroRecommender.DocsTest do
   doctest UroRecommender
   doctest UroRecommender.Config
   doctest UroRecommender.Backoff
+  doctest UroRecommender.Batch
   doctest UroRecommender.ModelStore
   doctest UroRecommender.PortProcess
   doctest UroRecommender.Telemetry

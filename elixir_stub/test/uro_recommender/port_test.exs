@@ -159,4 +159,28 @@ defmodule UroRecommender.PortTest do
       if Map.has_key?(meta, :port), do: send(pid, {:log_event, event})
     end
   end
+
+  test "cpu_affinity: the port process and its threads run on the CPUs given" do
+    cpu = "#{System.schedulers_online() - 1}"
+
+    pinned =
+      start_supervised!(
+        {Port, port_path: port_path(), model_dir: tmp_dir("port_cpu"), cpu_affinity: cpu},
+        id: :pinned
+      )
+
+    assert {:ok, %{pid: os}} = Port.call(pinned, :info)
+    assert os == Port.os_pid(pinned)
+    tasks = File.ls!("/proc/#{os}/task")
+    assert tasks != []
+
+    for tid <- tasks do
+      status = File.read!("/proc/#{os}/task/#{tid}/status")
+      assert [_, ^cpu] = Regex.run(~r/Cpus_allowed_list:\s*(\S+)/, status)
+    end
+
+    assert_raise ArgumentError, ~r/:cpu_affinity option: expected a CPU list/, fn ->
+      UroRecommender.Config.validate!(cpu_affinity: "one")
+    end
+  end
 end

@@ -1,0 +1,189 @@
+defmodule UroRecommender.Batch do
+  @moduledoc """
+  Coalescing of concurrent `recommend` calls into one `recommend_many` (the pool's
+  `:batch_size` option, default 32; `batch_size: 1` turns it off). The decisions live here as
+  plain data; `UroRecommender.Port` holds the calls and talks to the OS process.
+
+  As in `Nx.Serving`, nothing waits for a batch to fill: a call that finds its port idle goes
+  straight through. Only the calls that arrive while the port is answering at least 4 callers
+  (its frames in flight, every caller of a batch counted) are held, grouped by model, `N`,
+  options and timeout, and each group goes out as one `recommend_many` as soon as the port has
+  nothing in flight (or at once when it reaches `:batch_size`). A group of fewer than 4 goes
+  out as its callers' own `recommend` frames, back to back.
+
+  Why 4: measured on a 10k-item ALS model (pipelined, so the port never waited), a
+  `recommend_many` of 1 to 3 users cost the port as much per user as separate `recommend`
+  calls, or more; of 8 or more users a quarter to a half in two rounds of three (the third met
+  a change of load). Holding calls as soon as one was in flight made 2 ports with 8 clients
+  (3 or 4 callers a port) 0.65x to 1.02x as fast as no batching in eight runs (seven below
+  0.93x), p50 0.92x to 1.8x; holding from 4 callers on gave 1.15x and 1.13x, p50 0.92x and
+  0.98x, and kept one port's gains (64 clients: 2.7x the calls/s; bench/README.md,
+  "Throughput").
+
+  Only calls whose answer `recommend_many` gives exactly are held: `{recommend, Name, User, N}`
+  and `{recommend, Name, User, N, Opts}` with an integer or binary `User`, a non-negative
+  integer `N` and `Opts` a map of `filter_consumed`, `cold_start`, `exclude` and `scores`
+  only (`seq` and `user_feats` are for `recommend` only), without `:events`. docs/PROTOCOL.md
+  guarantees that a list is the same from `recommend` and `recommend_many`; the reply map is
+  keyed by the user as sent, so each caller gets the list of its own user. When the port
+  answers a batch with an error (one caller's bad user id fails the whole `recommend_many`,
+  and the error would name `recommend_many`), every caller of that batch is sent again alone,
+  so each gets exactly what a lone `recommend` answers (a reply that cannot be split is not
+  given to anyone); only a batch the port interrupted at its timeout (`{:error, {:timeout,
+  _}}`) gives every caller that error, so that no caller waits for more than its timeout
+  again.
+
+  Calls that are not held (any other command) first send whatever is held, so frames reach the
+  port in the order the calls arrived: a `load` or `observe` never overtakes a `recommend`
+  accepted before it, nor the reverse.
+  """
+
+  @batchable_opts [:filter_consumed, :cold_start, :exclude, :scores]
+  # Calls are held from this many callers in flight on; smaller groups go out as separate
+  # recommend frames (see the moduledoc).
+  @min_batch 4
+
+  @typedoc "A call as the port server keeps it: `{from, command, opts, accepted}`."
+  @type member :: {term(), tuple(), keyword(), integer()}
+
+  @typedoc "What calls are held: groups in order of their first call, each newest first."
+  @type held :: %{groups: [{term(), [member()]}], count: non_neg_integer()}
+
+  @doc """
+  Whether a batchable call is held, given the port's frames in flight and the callers beyond
+  the first of each batch among them: when the port is answering at least 4 callers.
+
+      iex> UroRecommender.Batch.hold?(0, 0)
+      false
+      iex> UroRecommender.Batch.hold?(3, 0)
+      false
+      iex> UroRecommender.Batch.hold?(1, 7)
+      true
+  """
+  @spec hold?(non_neg_integer(), non_neg_integer()) :: boolean()
+  def hold?(frames, batched), do: frames > 0 and frames + batched >= @min_batch
+
+  @doc """
+  The group a call may be held in, or `nil` when it is never batched.
+
+      iex> UroRecommender.Batch.key({:recommend, "m", 7, 10, %{scores: true}}, [], 32)
+      {"m", 10, %{scores: true}, nil}
+      iex> UroRecommender.Batch.key({:recommend, "m", 7, 10, %{seq: [1, 2]}}, [], 32)
+      nil
+      iex> UroRecommender.Batch.key({:recommend, "m", 7, 10}, [], 1)
+      nil
+  """
+  @spec key(term(), keyword(), pos_integer()) :: term() | nil
+  def key({:recommend, name, user, n}, call_opts, size),
+    do: key({:recommend, name, user, n, %{}}, call_opts, size)
+
+  def key({:recommend, name, user, n, opts}, call_opts, size)
+      when size > 1 and (is_integer(user) or is_binary(user)) and is_integer(n) and n >= 0 and
+             is_map(opts) do
+    if Enum.all?(Map.keys(opts), &(&1 in @batchable_opts)) and
+         Keyword.get(call_opts, :events) == nil,
+       do: {name, n, opts, Keyword.get(call_opts, :timeout)}
+  end
+
+  def key(_command, _call_opts, _size), do: nil
+
+  @doc "No call held."
+  @spec new() :: held()
+  def new, do: %{groups: [], count: 0}
+
+  @doc """
+  Holds `member` in group `key`. `{:full, members, held}` when the group reached `max`: those
+  members (oldest first) are to be sent now and are no longer held.
+  """
+  @spec add(held(), term(), member(), pos_integer()) ::
+          {:held, held()} | {:full, [member()], held()}
+  def add(%{groups: groups, count: count}, key, member, max) do
+    case List.keyfind(groups, key, 0) do
+      nil when max <= 1 ->
+        {:full, [member], %{groups: groups, count: count}}
+
+      nil ->
+        {:held, %{groups: groups ++ [{key, [member]}], count: count + 1}}
+
+      {^key, members} when length(members) + 1 >= max ->
+        {:full, Enum.reverse([member | members]),
+         %{groups: List.keydelete(groups, key, 0), count: count - length(members)}}
+
+      {^key, members} ->
+        {:held,
+         %{groups: List.keyreplace(groups, key, 0, {key, [member | members]}), count: count + 1}}
+    end
+  end
+
+  @doc """
+  What is held, as the frames to send, in order of each group's first call: a group of at
+  least `min(4, max)` members is one frame (members oldest first), a smaller one a frame per
+  member. Nothing stays held.
+
+      iex> held = UroRecommender.Batch.new()
+      iex> {:held, held} = UroRecommender.Batch.add(held, :k, :a, 32)
+      iex> {:held, held} = UroRecommender.Batch.add(held, :k, :b, 32)
+      iex> UroRecommender.Batch.take_all(held, 32)
+      {[[:a], [:b]], %{groups: [], count: 0}}
+      iex> UroRecommender.Batch.take_all(held, 2)
+      {[[:a, :b]], %{groups: [], count: 0}}
+  """
+  @spec take_all(held(), pos_integer()) :: {[[member()]], held()}
+  def take_all(%{groups: groups}, max) do
+    least = min(@min_batch, max)
+
+    frames =
+      Enum.flat_map(groups, fn {_key, members} ->
+        members = Enum.reverse(members)
+        if length(members) < least, do: Enum.map(members, &[&1]), else: [members]
+      end)
+
+    {frames, new()}
+  end
+
+  @doc """
+  The command that answers `members`: a lone member's own command, else one
+  `recommend_many` for their users (each user once, in order).
+  """
+  @spec command([member()]) :: tuple()
+  def command([{_from, command, _opts, _accepted}]), do: command
+
+  def command([{_, first, _, _} | _] = members) do
+    {name, n, opts} = shape(first)
+    users = members |> Enum.map(fn {_, command, _, _} -> elem(command, 2) end) |> Enum.uniq()
+    {:recommend_many, name, users, n, opts}
+  end
+
+  defp shape({:recommend, name, _user, n}), do: {name, n, %{}}
+  defp shape({:recommend, name, _user, n, opts}), do: {name, n, opts}
+
+  @doc """
+  Each member's own reply out of the reply to `command(members)`:
+  `{:ok, [{member, reply}]}`, or `:resend` when the members are to be sent again alone (an
+  error reply, or a user missing from the reply map). A batch the port interrupted at its
+  timeout gives every member that `{:error, {:timeout, _}}`.
+
+      iex> a = {:a, {:recommend, "m", 1, 2}, [], 0}
+      iex> b = {:b, {:recommend, "m", "x", 2}, [], 0}
+      iex> UroRecommender.Batch.split([a, b], {:ok, %{1 => [5, 6], "x" => [6, 7]}})
+      {:ok, [{a, {:ok, [5, 6]}}, {b, {:ok, [6, 7]}}]}
+      iex> UroRecommender.Batch.split([a, b], {:error, {:badarg, "recommend_many: ..."}})
+      :resend
+  """
+  @spec split([member()], term()) :: {:ok, [{member(), term()}]} | :resend
+  def split(members, {:ok, lists}) when is_map(lists) do
+    replies =
+      Enum.map(members, fn {_, command, _, _} = m -> {m, Map.fetch(lists, elem(command, 2))} end)
+
+    if Enum.all?(replies, fn {_m, found} -> match?({:ok, _}, found) end),
+      do: {:ok, replies},
+      else: :resend
+  end
+
+  # The port interrupted the batch at the callers' common timeout: sending each again could
+  # make a caller wait many timeouts, so each gets the timeout.
+  def split(members, {:error, {:timeout, _}} = reply),
+    do: {:ok, Enum.map(members, &{&1, reply})}
+
+  def split(_members, _reply), do: :resend
+end
