@@ -47,8 +47,11 @@ LDLIBS_PQ = -lpq -lz
 PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_check.c \
             c_src/frames.c c_src/pybridge.c c_src/commands.c c_src/stats.c c_src/check.c \
             c_src/deadline.c c_src/db_connection.c c_src/db_columns.c c_src/db_execute.c \
-            c_src/copytext.c c_src/paths.c
+            c_src/copytext.c c_src/paths.c c_src/rank_py.c
 HDRS     := $(wildcard c_src/*.h)
+# The same kernel as the extension module _uro_rank, for the Python tests (outside the port
+# it is what uro_rec.shortlist imports; python/tests/conftest.py puts _build/py on the path).
+RANK_EXT  = _build/py/_uro_rank$(call py_var,EXT_SUFFIX)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
         test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
@@ -83,12 +86,25 @@ bench-db: setup
 setup:
 	@bash scripts/setup.sh >/dev/null
 
-build: priv/uro_recommender priv/echo_port
+build: priv/uro_recommender priv/echo_port $(RANK_EXT)
 
-priv/uro_recommender: $(PORT_SRC) $(HDRS) Makefile python/requirements.txt
+priv/uro_recommender: $(PORT_SRC) $(HDRS) _build/rank.o Makefile python/requirements.txt
 	@mkdir -p priv
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) $(LDLIBS_PY) $(LDLIBS_EI) $(LDLIBS_PQ)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) _build/rank.o $(LDLIBS_PY) $(LDLIBS_EI) $(LDLIBS_PQ)
 	$(call ship_libpython,priv)
+
+# The ranking kernel (c_src/rank.c) at -O3, portable (no -march=native: the binary travels;
+# on x86-64 its float32 pass is compiled twice, AVX2 and baseline, and the CPU picks at run
+# time). -ffp-contract=off: its exact pass must round every product as the reference does.
+# RANK_CFLAGS may add -march=native for a build that never leaves its machine.
+RANK_CFLAGS ?= -O3
+_build/rank.o: c_src/rank.c c_src/rank.h Makefile
+	@mkdir -p _build
+	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=off -fPIC $(WARN) -Wno-psabi -c -o $@ $<
+
+$(RANK_EXT): c_src/rank_py.c c_src/rank_py.h _build/rank.o
+	@mkdir -p _build/py
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -DURO_RANK_EXTENSION -fPIC -shared -o $@ $< _build/rank.o
 
 priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	@mkdir -p priv
@@ -117,7 +133,7 @@ test-sanitize: $(addprefix _build/san/,$(TESTS))
 	@for t in $^; do echo "== $$t (ASan+UBSan)"; \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ./$$t || exit 1; done
 
-test-python:
+test-python: $(RANK_EXT)
 	cd python && PYTHONPATH=$(TESTPATH) $(PYTHON) -m pytest -q tests
 
 test-replay: build

@@ -4,14 +4,14 @@ An :class:`Entry` is built once, after train or load, and then only read (but fo
 :meth:`Entry.observe`, which adds to the consumed sets and to unknown users' observed items,
 ``registry.save``, which sets its version and path, and ``update_features``, which rebuilds an
 embedding model's entry: :meth:`Entry.refreshed`). An embedding model loaded from disk is
-built from its serving snapshot (serving.npz) without libreco, so a restarted port serves
+built from its serving snapshot (uro_rec.snapshot: memory-mapped .npy files) without libreco, so a restarted port serves
 it in well under a second instead of after TensorFlow's and torch's imports. It
 holds the libreco model, its DataInfo and TF graph, our own id <-> inner-index
 maps (ids keep the exact Python type they were trained with), each user's
 consumed items as a sorted numpy array, the item popularity ranking used for
-cold start and top-ups, and for embedding models contiguous copies of the
-embedding matrices (with libreco's out-of-vocabulary rows, which predict uses) so a
-recommendation is one mat-vec and one recommend.top_k. Also: the feature layout of a
+cold start and top-ups, and for embedding models the embedding matrices (float32 rows for
+uro_rec.shortlist, memory-mapped when loaded, and libreco's out-of-vocabulary rows, which
+predict uses), so a recommendation is one pass of c_src/rank.c. Also: the feature layout of a
 feature model, its hyperparameters (read lazily), and whether it was fitted in this process
 (retraining keeps its optimiser state then).
 """
@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from . import algorithms
+from . import algorithms, shortlist
 
 
 class Entry:
@@ -60,15 +60,17 @@ class Entry:
                          for u in range(self.n_users)]
         self.trained_consumed = list(self.consumed)
         bounds = tuple(float(b) for b in snapshot["bounds"]) if snapshot["bounds"].size else (None, None)
-        items = snapshot["item_vecs"]
-        if "item_oov" in snapshot:  # snapshots before it have only the known items' rows
-            items = np.vstack([items, snapshot["item_oov"][None, :]])
-        self._finish((snapshot["user_vecs"], items), int(snapshot["embed_width"]), bounds)
+        # serving/ (uro_rec.snapshot) gives the scoring side ready-made; serving.npz (older
+        # versions) the doubles, and before item_oov was saved only the known items' rows
+        items = snapshot["items"] if "items" in snapshot else snapshot["item_vecs"]
+        oov = snapshot["item_oov"] if "item_oov" in snapshot else None
+        self._finish((snapshot["user_vecs"], items), int(snapshot["embed_width"]), bounds,
+                     oov=oov)
         return self
 
     def snapshot_arrays(self):
         """What :meth:`from_snapshot` needs, for an embedding model (saved beside libreco's
-        own files as serving.npz)."""
+        own files by uro_rec.snapshot)."""
         # What the model was trained on, not what observe added since: observations live in
         # memory until the next train or load, on both load paths alike.
         consumed = self.trained_consumed
@@ -77,7 +79,7 @@ class Entry:
         indices = (np.concatenate(consumed) if consumed else np.empty(0)).astype(np.int64)
         lo, hi = self.bounds
         return {
-            "user_vecs": self.user_vecs, "item_vecs": self.item_vecs, "item_oov": self.item_oov,
+            "user_vecs": self.user_vecs, "items": self.items, "item_oov": self.item_oov,
             "embed_width": np.int64(self.embed_width),
             "n_interactions": np.int64(self.n_interactions),
             "consumed_indptr": indptr, "consumed_indices": indices,
@@ -124,7 +126,7 @@ class Entry:
         self.user_index = {u: i for i, u in enumerate(self.user_ids)}
         self.item_index = {it: i for i, it in enumerate(self.item_ids)}
 
-    def _finish(self, vecs, width, bounds):
+    def _finish(self, vecs, width, bounds, oov=None):
         self.bounds = bounds
         flat = np.concatenate(self.consumed) if self.consumed else np.empty(0, np.intp)
         counts = np.bincount(flat, minlength=self.n_items).astype(np.float64)
@@ -136,26 +138,25 @@ class Entry:
 
         if self.kind == "embed":
             # Row n_users is libreco's out-of-vocabulary row: the mean user
-            # embedding, i.e. the 'average' cold-start user.
-            # float64: products of float32 values are exact in it, so scores computed in
-            # different orders (a user alone or in a block) differ by rounding only in the
-            # last bits; recommend._rescored makes even those the same.
-            self.user_vecs = np.ascontiguousarray(vecs[0], dtype=np.float64)
-            items = vecs[1][: self.n_items]
-            width = int(width or items.shape[1])
-            self.embed_width = min(width, items.shape[1])
-            # Padded with zero rows to a whole number of sqrt(n)-sized chunks, the layout
-            # recommend.top_k cuts into chunks without copying (padding is masked);
-            # item_vecs is its first n_items rows, a view.
-            self.chunk = max(1, int(np.sqrt(self.n_items)))
-            padded = -(-self.n_items // self.chunk) * self.chunk
-            self.item_vecs_scoring = np.zeros((padded, items.shape[1]), dtype=np.float64)
-            self.item_vecs_scoring[: self.n_items] = items
-            self.item_vecs = self.item_vecs_scoring[: self.n_items]
+            # embedding, i.e. the 'average' cold-start user. Kept as given (a memory map
+            # of the version's serving files: uro_rec.snapshot); scored as doubles.
+            self.user_vecs = vecs[0]
+            # The scoring side (uro_rec.shortlist): float32 rows, and the doubles only when
+            # float32 does not hold them exactly (libreco's embeddings are float32).
+            items = vecs[1]
+            if not isinstance(items, shortlist.Items):
+                if oov is None and len(items) > self.n_items:
+                    oov = items[self.n_items]
+                items = shortlist.Items.of(items[: self.n_items])
+            self.items = items
+            self._item_vecs = None
+            width = int(width or items.d)
+            self.embed_width = min(width, items.d)
             # libreco's out-of-vocabulary item row (the mean item embedding), what its
             # predict scores an unknown item with
-            self.item_oov = np.asarray(vecs[1][self.n_items] if len(vecs[1]) > self.n_items
-                                       else items.mean(axis=0), dtype=np.float64)
+            if oov is None:
+                oov = items.exact_rows(slice(None)).mean(axis=0)
+            self.item_oov = np.asarray(oov, dtype=np.float64)
         # Items seen after training ({observe, ...}) by users the model does not know:
         # user -> sorted inner ids, and the same items in the order they were observed (a
         # repeat moves to the end), the sequence models' and fold-in's input. Known users'
@@ -165,7 +166,7 @@ class Entry:
         self._foldin_gram = None  # lazily: YᵀY of the item factors (uro_rec.foldin)
         self.metrics = {}
         self._params = None         # lazily: hyperparameters of a snapshot entry
-        self._item_unit = None      # lazily: normalised item embeddings
+        self._cosine = None         # lazily: the items scaled for similar_items
         self._cooc = None           # lazily: item x user binary matrix + norms
 
     def refreshed(self):
@@ -270,13 +271,28 @@ class Entry:
         return unknown_items
 
     # -- lazily built similarity helpers -------------------------------------------
-    def item_unit(self):
-        if self._item_unit is None:
-            emb = self.item_vecs[:, : self.embed_width].astype(np.float64)
-            norm = np.linalg.norm(emb, axis=1)
-            norm[norm == 0] = 1.0
-            self._item_unit = emb / norm[:, None]
-        return self._item_unit
+    @property
+    def item_vecs(self):
+        """The item embeddings as doubles (fold-in's least squares read them whole): a
+        private copy, made on first use, when only float32 rows are stored."""
+        if self.items.v64 is not None:
+            return self.items.v64
+        if self._item_vecs is None:
+            self._item_vecs = self.items.v32.astype(np.float64)
+        return self._item_vecs
+
+    def cosine_items(self):
+        """The items for similar_items: the same rows, each scaled by 1 / its norm."""
+        if self._cosine is None:
+            v = self.items
+            # the norm as the exact score of a row with itself: a defined sum order
+            norms = np.sqrt(np.concatenate([
+                shortlist.exact_scores(r, r) for r in
+                (v.exact_rows(slice(s, s + (1 << 16))) for s in range(0, v.n, 1 << 16))
+            ])) if v.n else np.empty(0)
+            norms[norms == 0] = 1.0
+            self._cosine = shortlist.Items(v.v32, v.v64, 1.0 / norms)
+        return self._cosine
 
     def cooccurrence(self):
         """Binary item x user matrix and row norms, for models whose item

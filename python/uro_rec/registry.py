@@ -2,7 +2,8 @@
 
 Layout: ``<model_dir>/<name>/<version>/`` with libreco's own files (prefix
 ``model``), ``retrain/`` (the training state a later retrain continues from:
-uro_rec.retrain), ``serving.npz`` for embedding models, plus ``uro_meta.json``, our
+uro_rec.retrain), ``serving/`` for embedding models (memory-mapped .npy files:
+uro_rec.snapshot; versions saved before it have ``serving.npz``), plus ``uro_meta.json``, our
 sidecar: algorithm, task, version, metrics, the feature layout (uro_rec.features) and the
 exact user/item id lists. The sidecar exists because libreco's DataInfo keeps ids
 in numpy arrays: int64 ids come back as ``numpy.int64``, bignums and strings as
@@ -24,7 +25,7 @@ import numpy as np
 from .entry import Entry
 from .errors import BadArg, UnknownModel, internal
 from .options import model_name
-from . import algorithms, signing
+from . import algorithms, signing, snapshot as serving
 
 PREFIX = "model"
 META = "uro_meta.json"
@@ -113,7 +114,7 @@ def save(entry):
 
         retrain.save_state(entry, tmp)  # what a later {train, ..., from_version} continues
         if entry.kind == "embed":
-            np.savez(os.path.join(tmp, SNAPSHOT), **entry.snapshot_arrays())
+            serving.save(entry.snapshot_arrays(), tmp)
         meta = {
             "format": FORMAT,
             "algorithm": entry.algorithm,
@@ -191,8 +192,13 @@ def load(name, version=None, path=None):
             raise internal(f"load: could not read model files in {directory}: {e}") from e
         return model, data_info, graph
 
-    snapshot = os.path.join(directory, SNAPSHOT)
-    if algorithms.kind(algorithm) == "embed" and os.path.isfile(snapshot):
+    snapshot = os.path.join(directory, SNAPSHOT)  # before serving/
+    embed = algorithms.kind(algorithm) == "embed"
+    if embed and serving.exists(directory):
+        entry = Entry.from_snapshot(
+            name, algorithm, meta["task"], meta["user_ids"], meta["item_ids"],
+            serving.load(directory), load_libreco, version=meta.get("version"), path=directory)
+    elif embed and os.path.isfile(snapshot):
         with np.load(snapshot) as snap:
             entry = Entry.from_snapshot(
                 name, algorithm, meta["task"], meta["user_ids"], meta["item_ids"],
