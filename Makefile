@@ -11,7 +11,8 @@
 #   make demo     uro's story on uro-shaped tables: visits recorded, a scheduled run, the gate,
 #                 the lists read back by SQL, forget_user, a refused run (bench/uro_demo.exs)
 #   make bench    latency against the bare echo port, interleaved call by call; the database
-#                 benchmark; the recorder; retraining on 10 % new data against full training
+#                 benchmark; the recorder; retraining on 10 % new data against full training;
+#                 recommend against catalogue size (bench-catalogue)
 #
 # The virtualenv lives outside the checkout (scripts/setup.sh says where); override with
 # URO_REC_VENV=/path. Its interpreter's libpython is the one we link, by soname: no path of
@@ -55,7 +56,7 @@ RANK_EXT  = _build/py/_uro_rank$(call py_var,EXT_SUFFIX)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
         test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
-        bench-retrain clean
+        bench-retrain bench-catalogue clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -67,11 +68,17 @@ demo: setup
 	@$(MAKE) --no-print-directory build
 	bash scripts/demo.sh priv/uro_recommender
 bench: setup
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory build _build/rank_floor
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
 	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
+	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/catalogue_bench.py priv/uro_recommender _build/rank_floor
+# Recommend latency at 10k, 100k and 1M items x 32 and 64 dims against the C floor and
+# LibRecommender, list equality, a pool's PSS, load time; plot bench/catalogue.png
+bench-catalogue: setup
+	@$(MAKE) --no-print-directory build _build/rank_floor
+	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/catalogue_bench.py priv/uro_recommender _build/rank_floor
 # The recorder (UroRecommender.Interactions) against a bare GenServer.cast: bench/INTERACTIONS_BENCH.md
 bench-interactions: setup
 	@$(MAKE) --no-print-directory build
@@ -105,6 +112,11 @@ _build/rank.o: c_src/rank.c c_src/rank.h Makefile
 $(RANK_EXT): c_src/rank_py.c c_src/rank_py.h _build/rank.o
 	@mkdir -p _build/py
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -DURO_RANK_EXTENSION -fPIC -shared -o $@ $< _build/rank.o
+
+# The benchmark's floor: built for this CPU on purpose (it is the best this machine can do).
+_build/rank_floor: bench/rank_floor.c
+	@mkdir -p _build
+	$(CC) -O3 -march=native -Wall -o $@ $<
 
 priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	@mkdir -p priv

@@ -2,13 +2,14 @@
 exact ranking of every item in doubles (sum of products in dimension order, ties to the lower
 index), on every entry point, with deliberate exact ties and near-ties; the .npy serving files
 round-trip through memory maps; a version saved before them (serving.npz) still loads."""
+import json
 import os
 import shutil
 
 import numpy as np
 import pytest
 
-from uro_rec import commands, recommend as rec, registry, shortlist, snapshot
+from uro_rec import commands, idmap, recommend as rec, registry, shortlist, snapshot
 from uro_rec.entry import Entry
 
 from conftest import train_capturing
@@ -185,18 +186,48 @@ def test_similar_items_is_the_exact_cosine_ranking():
 
 def test_serving_files_round_trip_as_memory_maps(tmp_path):
     entry = synthetic_entry(seed=4)
-    snapshot.save(entry.snapshot_arrays(), str(tmp_path))
+    held = snapshot.save(entry.snapshot_arrays(), str(tmp_path), entry.user_ids, entry.item_ids)
+    assert held == ["user_ids", "item_ids"]
     assert sorted(os.listdir(tmp_path / "serving")) == sorted(
         ["items32.npy", "users.npy", "item_oov.npy", "consumed_indptr.npy",
-         "consumed_indices.npy", "bounds.npy", "info.json"])
+         "consumed_indices.npy", "bounds.npy", "popular.npy", "pop_score.npy", "info.json"] +
+        [f"{side}_ids{x}.npy" for side in ("user", "item") for x in ("", "_sorted", "_pos")])
     snap = snapshot.load(str(tmp_path))
-    assert isinstance(snap["items"].v32, np.memmap) and isinstance(snap["user_vecs"], np.memmap)
+    assert snapshot.mapped(snap["items"].v32) and snapshot.mapped(snap["user_vecs"])
+    assert not snapshot.mapped(entry.items.v32)
     assert not snap["items"].v32.flags.writeable
-    again = Entry.from_snapshot("again", "ALS", "ranking", entry.user_ids, entry.item_ids, snap,
-                                loader=None)
-    ro = rec.parse_opts(entry, {"scores": True}, "t")
-    assert rec.recommend_many(again, entry.user_ids, 10, ro) == \
-        rec.recommend_many(entry, entry.user_ids, 10, ro)
+    users, items = snapshot.ids(str(tmp_path), "user"), snapshot.ids(str(tmp_path), "item")
+    assert list(users) == entry.user_ids and list(items) == entry.item_ids
+    again = Entry.from_snapshot("again", "ALS", "ranking", users, items, snap, loader=None)
+    assert isinstance(again.item_ids, idmap.Ids)
+    for opts in (None, {"scores": True}, {"cold_start": "average"}):
+        ro = rec.parse_opts(entry, opts, "t")
+        everyone = entry.user_ids + ["nobody"]
+        assert rec.recommend_many(again, everyone, 10, ro) == \
+            rec.recommend_many(entry, everyone, 10, ro)
+        assert rec.recommend(again, "nobody", 10, ro) == rec.recommend(entry, "nobody", 10, ro)
+    assert rec.similar_items(again, "i7", 5) == rec.similar_items(entry, "i7", 5)
+
+
+def test_memory_mapped_ids_behave_as_the_dict_did(tmp_path):
+    from uro_rec.port import Atom
+
+    def write(directory, name, array):
+        np.save(os.path.join(directory, name), array)
+
+    for ids, probes in (([5, -3, 2**62, 0, 17], [5, 5.0, True, "5", 2**64, None, 4]),
+                        (["b", "a", "ü", "", "ab"], ["a", Atom("a"), "ab", "a\0", 1, "zz"])):
+        assert idmap.save(ids, str(tmp_path), "x", write)
+        got = idmap.load(str(tmp_path), "x")
+        plain = {x: i for i, x in enumerate(ids)}
+        assert list(got) == ids and got[1] == ids[1] and got[1:3] == ids[1:3]
+        assert got.take([4, 0]) == [ids[4], ids[0]]
+        assert all(type(a) is type(b) for a, b in zip(got, ids))
+        for p in probes:
+            assert got.index.get(p) == plain.get(p), p
+            assert (p in got.index) == (p in plain)
+    assert not idmap.save([1, "1"], str(tmp_path), "y", write)      # mixed: the sidecar
+    assert not idmap.save([2**64], str(tmp_path), "y", write)       # beyond int64
 
 
 def test_saved_versions_map_their_files_and_old_versions_still_load(model_dir, rows):
@@ -206,18 +237,27 @@ def test_saved_versions_map_their_files_and_old_versions_still_load(model_dir, r
     want = [commands.recommend("rank_npy", u, 5, None) for u in users]
     saved = commands.save("rank_npy")
     assert os.path.isfile(os.path.join(saved["path"], "serving", "items32.npy"))
+    with open(os.path.join(saved["path"], registry.META)) as f:
+        assert "item_ids" not in json.load(f)  # serving/ holds them
     entry = registry.load("rank_npy", saved["version"])
-    assert isinstance(entry.items.v32, np.memmap)
+    assert snapshot.mapped(entry.items.v32) and isinstance(entry.item_ids, idmap.Ids)
+    assert snapshot.mapped(entry.item_ids.arr)
     assert [rec.recommend(entry, u, 5, rec.parse_opts(entry, None, "t")) for u in users] == want
     # the layout of versions saved before serving/: serving.npz of doubles
     old = os.path.join(model_dir, "rank_npy_old")
     shutil.copytree(saved["path"], old)
     shutil.rmtree(os.path.join(old, "serving"))
+    with open(os.path.join(old, registry.META)) as f:
+        meta = json.load(f)
+    meta["user_ids"], meta["item_ids"] = list(entry.user_ids), list(entry.item_ids)
+    with open(os.path.join(old, registry.META), "w") as f:
+        json.dump(meta, f)
     arrays = entry.snapshot_arrays()
     items = arrays.pop("items")
+    del arrays["popular"], arrays["pop_score"]
     np.savez(os.path.join(old, "serving.npz"), item_vecs=items.exact_rows(slice(None)),
              **{k: v for k, v in arrays.items() if k != "user_vecs"},
              user_vecs=np.asarray(arrays["user_vecs"], dtype=np.float64))
     commands.load("rank_npy", {"path": old})
     assert [commands.recommend("rank_npy", u, 5, None) for u in users] == want
-    assert not isinstance(registry.get("rank_npy").items.v32, np.memmap)
+    assert not snapshot.mapped(registry.get("rank_npy").items.v32)

@@ -20,7 +20,37 @@ import os
 
 import numpy as np
 
-from . import algorithms, shortlist
+from . import algorithms, idmap, shortlist
+
+
+def _id_maps(ids):
+    """(inner index -> id, id -> inner index) of an id sequence."""
+    if isinstance(ids, idmap.Ids):
+        return ids, ids.index
+    ids = idmap.IdList(ids)
+    return ids, {x: i for i, x in enumerate(ids)}
+
+
+class Consumed:
+    """Each user's consumed items (sorted inner ids) read from a snapshot's CSR arrays
+    (memory-mapped: nothing per user is built at load), with what ``observe`` added since
+    held apart. Indexes, assigns and iterates like the list a trained entry has."""
+
+    def __init__(self, indptr, indices):
+        self.indptr, self.indices, self.changed = indptr, indices, {}
+
+    def __len__(self):
+        return len(self.indptr) - 1
+
+    def __getitem__(self, u):
+        got = self.changed.get(u)
+        return got if got is not None else self.indices[self.indptr[u]:self.indptr[u + 1]]
+
+    def __setitem__(self, u, items):
+        self.changed[u] = items
+
+    def __iter__(self):
+        return (self[u] for u in range(len(self)))
 
 
 class Entry:
@@ -55,17 +85,18 @@ class Entry:
         self.n_users = len(self.user_ids)
         self.n_items = len(self.item_ids)
         self.n_interactions = int(snapshot["n_interactions"])
-        indptr, indices = snapshot["consumed_indptr"], snapshot["consumed_indices"]
-        self.consumed = [indices[indptr[u]:indptr[u + 1]].astype(np.intp)
-                         for u in range(self.n_users)]
-        self.trained_consumed = list(self.consumed)
+        indptr = np.asarray(snapshot["consumed_indptr"], dtype=np.int64)
+        indices = np.asarray(snapshot["consumed_indices"], dtype=np.intp)
+        self.consumed = Consumed(indptr, indices)
+        self.trained_consumed = Consumed(indptr, indices)
         bounds = tuple(float(b) for b in snapshot["bounds"]) if snapshot["bounds"].size else (None, None)
         # serving/ (uro_rec.snapshot) gives the scoring side ready-made; serving.npz (older
         # versions) the doubles, and before item_oov was saved only the known items' rows
         items = snapshot["items"] if "items" in snapshot else snapshot["item_vecs"]
         oov = snapshot["item_oov"] if "item_oov" in snapshot else None
+        popular = (snapshot["popular"], snapshot["pop_score"]) if "popular" in snapshot else None
         self._finish((snapshot["user_vecs"], items), int(snapshot["embed_width"]), bounds,
-                     oov=oov)
+                     oov=oov, popular=popular)
         return self
 
     def snapshot_arrays(self):
@@ -83,6 +114,7 @@ class Entry:
             "embed_width": np.int64(self.embed_width),
             "n_interactions": np.int64(self.n_interactions),
             "consumed_indptr": indptr, "consumed_indices": indices,
+            "popular": self.popular, "pop_score": self.pop_score,
             "bounds": np.asarray([lo, hi], dtype=np.float64) if lo is not None else np.empty(0),
         }
 
@@ -120,21 +152,22 @@ class Entry:
         # uro_rec.retrain saves it with the version)
         self.trained_here = False
         # Python lists, not numpy arrays: indexing a list gives back the exact
-        # Python int/str we were trained with, and is faster per element.
-        self.user_ids = list(user_ids)
-        self.item_ids = list(item_ids)
-        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
-        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
+        # Python int/str we were trained with, and is faster per element. A loaded version
+        # may bring memory-mapped ids instead (uro_rec.idmap: the same values, shared).
+        self.user_ids, self.user_index = _id_maps(user_ids)
+        self.item_ids, self.item_index = _id_maps(item_ids)
 
-    def _finish(self, vecs, width, bounds, oov=None):
+    def _finish(self, vecs, width, bounds, oov=None, popular=None):
         self.bounds = bounds
-        flat = np.concatenate(self.consumed) if self.consumed else np.empty(0, np.intp)
-        counts = np.bincount(flat, minlength=self.n_items).astype(np.float64)
-        # Most interacted-with first (distinct users), ties by inner index, so
-        # the ranking is deterministic and survives save/load unchanged.
-        self.popular = np.argsort(-counts, kind="stable")
-        self.popular_list = self.popular.tolist()
-        self.pop_score = counts / counts.max() if counts.size and counts.max() > 0 else counts
+        if popular is None:
+            flat = np.concatenate(self.consumed) if self.consumed else np.empty(0, np.intp)
+            counts = np.bincount(flat, minlength=self.n_items).astype(np.float64)
+            # Most interacted-with first (distinct users), ties by inner index, so
+            # the ranking is deterministic and survives save/load unchanged.
+            order = np.argsort(-counts, kind="stable")
+            score = counts / counts.max() if counts.size and counts.max() > 0 else counts
+            popular = (order, score)
+        self.popular, self.pop_score = popular  # (memory-mapped when loaded from serving/)
 
         if self.kind == "embed":
             # Row n_users is libreco's out-of-vocabulary row: the mean user

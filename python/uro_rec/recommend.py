@@ -41,7 +41,6 @@ import gc
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
 
 from . import dynamic, features, neighbours, shortlist
 from .errors import BadArg
@@ -87,6 +86,8 @@ def parse_opts(entry, opts, where):
 def normalize_scores(entry, raw):
     raw = np.asarray(raw, dtype=np.float64)
     if entry.task == "ranking":
+        from scipy.special import expit  # (lazily: ~10 MB a port that never needs it)
+
         return expit(raw)
     lo, hi = entry.bounds
     return np.clip(raw, lo, hi)
@@ -116,10 +117,10 @@ def recommend(entry, user, n, ro):
         ids, scores = _embed_top(entry, entry.user_vecs[uid], uid, n, ro)
     else:
         ids, scores = _via_libreco(entry, uid, n, ro)
-    item_ids = entry.item_ids
+    names = entry.item_ids.take(ids)
     if ro.scores:
-        return [(item_ids[i], float(s)) for i, s in zip(ids, scores)]
-    return [item_ids[i] for i in ids]
+        return [(i, float(s)) for i, s in zip(names, scores)]
+    return names
 
 
 @contextlib.contextmanager
@@ -161,15 +162,14 @@ def _embed_block(entry, users, n, ro):
         bans = [entry.consumed[u] for u in rows] if ro.filter_consumed else [None] * len(rows)
         top, exact, counts = shortlist.top(entry.items, entry.user_vecs[rows], bans,
                                            ro.exclude, n)
-        item_ids = entry.item_ids
-        top_lists = top.tolist()  # once per block: per-row tolist costs more than the rows
-        count_list = counts.tolist()
+        # the ids of the whole block at once (per-row conversions cost more than the rows)
+        names = entry.item_ids.take(top[np.arange(top.shape[1]) < counts[:, None]])
+        ends = np.cumsum(counts).tolist()
         if ro.scores:
             score_lists = normalize_scores(entry, exact).tolist()
         for j, kpos in enumerate(known):
-            ids = top_lists[j][:count_list[j]]
-            lists[kpos] = ([(item_ids[i], s) for i, s in zip(ids, score_lists[j])]
-                           if ro.scores else [item_ids[i] for i in ids])
+            ids = names[ends[j] - int(counts[j]):ends[j]]
+            lists[kpos] = list(zip(ids, score_lists[j])) if ro.scores else ids
     return [(u, l if l is not None else recommend(entry, u, n, ro)) for u, l in zip(users, lists)]
 
 
@@ -200,11 +200,12 @@ def _popular(entry, n, ro, banned, taken=()):
         skip |= banned
     skip.update(taken)
     ids = []
-    for i in entry.popular_list:
-        if i not in skip:
-            ids.append(i)
-            if len(ids) == n:
-                break
+    for start in range(0, len(entry.popular), 1024):  # (a memory map: read as far as needed)
+        for i in entry.popular[start:start + 1024].tolist():
+            if i not in skip:
+                ids.append(i)
+                if len(ids) == n:
+                    return ids, (entry.pop_score[ids] if ro.scores else None)
     return ids, (entry.pop_score[ids] if ro.scores else None)
 
 
@@ -336,8 +337,7 @@ def similar_items(entry, item, n):
         top, exact, counts = shortlist.top(items, query[None, :], [np.asarray([iid])],
                                            None, k)
         c = int(counts[0])
-        return [(entry.item_ids[i], s) for i, s in zip(top[0, :c].tolist(),
-                                                       exact[0, :c].tolist())]
+        return list(zip(entry.item_ids.take(top[0, :c]), exact[0, :c].tolist()))
     if entry.algorithm == "ItemCF" and getattr(entry.model, "sim_matrix", None) is not None:
         row = entry.model.sim_matrix[iid]
         idx, vals = row.indices, row.data

@@ -115,7 +115,9 @@ def _version(name, version, where):
                      f"versions ({', '.join(map(str, vs))}), got {version!r}")
     directory = os.path.join(registry.model_dir(), name, str(version))
     with open(os.path.join(directory, registry.META), encoding="utf-8") as f:
-        return directory, json.load(f)
+        meta = json.load(f)
+    meta["directory"] = directory  # (registry.ids_of reads the ids serving/ holds)
+    return directory, meta
 
 
 def _hyperparameters(directory):
@@ -168,8 +170,9 @@ def _entry(name, algorithm, task, model, info, graph, meta):
     LibRecommender's order."""
     from .entry import Entry
 
-    users = list(meta["user_ids"]) + info.user_unique_vals[len(meta["user_ids"]):].tolist()
-    items = list(meta["item_ids"]) + info.item_unique_vals[len(meta["item_ids"]):].tolist()
+    old_users, old_items = registry.ids_of(meta["directory"], meta)
+    users = list(old_users) + info.user_unique_vals[len(old_users):].tolist()
+    items = list(old_items) + info.item_unique_vals[len(old_items):].tolist()
     entry = Entry(name, algorithm, task, model, info, graph, users, items)
     entry.trained_here = True
     return entry

@@ -23,7 +23,6 @@ except ImportError:
         _kernel = None
 
 _NONE = np.empty(0, dtype=np.int64)
-_FLOAT32_SAFE = 1e30  # |u| * max |v| below it: no float32 score can overflow
 
 #: How many users needed a longer shortlist / the exact pass over every item (the tests read it).
 COUNTS = {"widened": 0, "full": 0}
@@ -89,33 +88,27 @@ def exact_scores(rows, u):
 
 def top(items, users, bans, shared, n):
     """``(idx, scores, counts)``: the exact top ``n`` of each row of ``users`` (B x d), best
-    first, ties to the lower index, never an item of ``bans[b]`` (a sorted int array or None)
-    or of ``shared`` (sorted); ``counts[b]`` < n when fewer items are left."""
+    first, ties to the lower index, never an item of ``bans[b]`` (a sorted int64 array or
+    None) or of ``shared`` (sorted); ``counts[b]`` < n when fewer items are left."""
     users = np.ascontiguousarray(users, dtype=np.float64)
     b = users.shape[0]
-    idx = np.zeros((b, n), dtype=np.int64)
-    scores = np.zeros((b, n), dtype=np.float64)
-    counts = np.zeros(b, dtype=np.int64)
-    shared = np.ascontiguousarray(shared if shared is not None else _NONE, dtype=np.int64)
-    unorm = np.sqrt(np.einsum("bd,bd->b", users, users)) if b else np.empty(0)
-    fast = (_kernel is not None and np.isfinite(items.bound_norm) and
-            bool(np.all(unorm * items.bound_norm < _FLOAT32_SAFE)))
-    if fast:
-        lengths = [0 if x is None else len(x) for x in bans]
-        ptr = np.zeros(b + 1, dtype=np.int64)
-        np.cumsum(lengths, out=ptr[1:])
-        flat = [x for x in bans if x is not None and len(x)]
-        ban_idx = np.concatenate(flat).astype(np.int64, copy=False) if flat else _NONE
-        widened, full = _kernel(items.v32, items.v64, items.scale, items.bound_norm, users,
-                                ptr, np.ascontiguousarray(ban_idx), shared, n,
-                                idx, scores, counts)
-        COUNTS["widened"] += widened
-        COUNTS["full"] += full
+    idx = np.empty((b, n), dtype=np.int64)
+    scores = np.empty((b, n), dtype=np.float64)
+    counts = np.empty(b, dtype=np.int64)
+    shared = _NONE if shared is None or not len(shared) else shared
+    got = None
+    if _kernel is not None:
+        # None: a value float32 cannot hold (not finite, or a score that could overflow)
+        got = _kernel(items.v32, items.v64, items.scale, items.bound_norm, users, bans,
+                      shared, n, idx, scores, counts)
+    if got is not None:
+        COUNTS["widened"] += got[0]
+        COUNTS["full"] += got[1]
         return idx, scores, counts
     for r in range(b):
-        got, sc = exact_top(items, users[r], bans[r], shared, n)
-        counts[r] = len(got)
-        idx[r, :len(got)], scores[r, :len(got)] = got, sc
+        found, sc = exact_top(items, users[r], bans[r], shared, n)
+        counts[r] = len(found)
+        idx[r, :len(found)], scores[r, :len(found)] = found, sc
     return idx, scores, counts
 
 
