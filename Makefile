@@ -53,6 +53,7 @@ HDRS     := $(wildcard c_src/*.h)
 # The same kernel as the extension module _uro_rank, for the Python tests (outside the port
 # it is what uro_rec.shortlist imports; python/tests/conftest.py puts _build/py on the path).
 RANK_EXT  = _build/py/_uro_rank$(call py_var,EXT_SUFFIX)
+RANK_OBJ := _build/rank.o _build/rank_fast.o
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
         test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
@@ -95,23 +96,27 @@ setup:
 
 build: priv/uro_recommender priv/echo_port $(RANK_EXT)
 
-priv/uro_recommender: $(PORT_SRC) $(HDRS) _build/rank.o Makefile python/requirements.txt
+priv/uro_recommender: $(PORT_SRC) $(HDRS) $(RANK_OBJ) Makefile python/requirements.txt
 	@mkdir -p priv
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) _build/rank.o $(LDLIBS_PY) $(LDLIBS_EI) $(LDLIBS_PQ)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) $(RANK_OBJ) $(LDLIBS_PY) $(LDLIBS_EI) $(LDLIBS_PQ)
 	$(call ship_libpython,priv)
 
-# The ranking kernel (c_src/rank.c) at -O3, portable (no -march=native: the binary travels;
-# on x86-64 its float32 pass is compiled twice, AVX2 and baseline, and the CPU picks at run
-# time). -ffp-contract=off: its exact pass must round every product as the reference does.
-# RANK_CFLAGS may add -march=native for a build that never leaves its machine.
+# The ranking kernel (c_src/rank.c, rank_fast.c) at -O3, portable (no -march=native: the
+# binary travels; on x86-64 the float32 pass is compiled twice, AVX2+FMA and baseline, and the
+# CPU picks at run time). The exact pass (rank.c) with -ffp-contract=off: it must round every
+# product as the reference does; the float32 pass may fuse. RANK_CFLAGS may add
+# -march=native for a build that never leaves its machine.
 RANK_CFLAGS ?= -O3
-_build/rank.o: c_src/rank.c c_src/rank.h Makefile
+_build/rank.o: c_src/rank.c c_src/rank.h c_src/rank_internal.h Makefile
 	@mkdir -p _build
-	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=off -fPIC $(WARN) -Wno-psabi -c -o $@ $<
+	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=off -fPIC $(WARN) -c -o $@ $<
+_build/rank_fast.o: c_src/rank_fast.c c_src/rank.h c_src/rank_internal.h Makefile
+	@mkdir -p _build
+	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=fast -fPIC $(WARN) -c -o $@ $<
 
-$(RANK_EXT): c_src/rank_py.c c_src/rank_py.h _build/rank.o
+$(RANK_EXT): c_src/rank_py.c c_src/rank_py.h $(RANK_OBJ)
 	@mkdir -p _build/py
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -DURO_RANK_EXTENSION -fPIC -shared -o $@ $< _build/rank.o
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -DURO_RANK_EXTENSION -fPIC -shared -o $@ $< $(RANK_OBJ)
 
 # The benchmark's floor: built for this CPU on purpose (it is the best this machine can do).
 _build/rank_floor: bench/rank_floor.c
@@ -124,8 +129,8 @@ priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 
 # ---- tests ----------------------------------------------------------------------------------
 UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/term_check.c c_src/request.c c_src/copytext.c \
-            c_src/paths.c
-TESTS    := test_erlcmd test_term test_copytext test_paths
+            c_src/paths.c c_src/rank.c c_src/rank_fast.c
+TESTS    := test_erlcmd test_term test_copytext test_paths test_rank
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 _build/%: test/c/%.c $(UNIT_SRC) $(HDRS)

@@ -13,7 +13,7 @@ client (bench/catalogue_client.escript), the floor (bench/rank_floor.c: float32 
 and a bounded heap, -O3 -march=native, on the version's own items32.npy), and
 LibRecommender's ``ALS.recommend_user`` on a real libreco ALS model (DatasetPure over the same
 interactions, ``user_embeds_np``/``item_embeds_np`` set to the same matrices), in this
-process. Prints each target with its ratio and PASS/FAIL; exit status 1 when one fails.
+process, with one BLAS thread (one CPU each). Prints each target with its ratio and PASS/FAIL; exit status 1 when one fails.
 """
 import argparse
 import json
@@ -24,7 +24,12 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+# One BLAS thread: every implementation gets one CPU (the port's kernel uses one), and
+# LibRecommender's numpy product would otherwise fight the port for the other core.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python"))
@@ -206,6 +211,7 @@ def run_size(args, client, model_dir, tmpdir, n_items, d, results):
     items_npy = os.path.join(model_dir, name, "1", "serving", "items32.npy")
     calls = max(ROUNDS, CALLS.get(n_items, 60) // ROUNDS)
     port, floor, libreco = [], [], []
+    ping = [int(t) for t in client.ask("ping 300", "TIMES")]
     os.sched_setaffinity(0, {CPU})
     try:
         for _ in range(ROUNDS):
@@ -217,9 +223,10 @@ def run_size(args, client, model_dir, tmpdir, n_items, d, results):
     del model
     r = {"items": n_items, "d": d, "port": p50(port), "floor": p50(floor),
          "libreco": p50(libreco), "equal": equal, "sample": len(sample), "load_ms": load_us / 1e3,
-         "port_p99": float(np.percentile(port, 99))}
-    log(f"p50 us: port {r['port']:.0f} (p99 {r['port_p99']:.0f}), floor {r['floor']:.0f}, "
-        f"LibRecommender {r['libreco']:.0f}  ({len(port)} calls each)")
+         "port_p99": float(np.percentile(port, 99)), "ping": p50(ping)}
+    log(f"p50 us: port {r['port']:.0f} (p99 {r['port_p99']:.0f}; a ping's round trip "
+        f"{r['ping']:.0f}), floor {r['floor']:.0f}, LibRecommender {r['libreco']:.0f}  "
+        f"({len(port)} calls each)")
     if n_items == max(args.sizes) and d == max(args.dims):
         r.update(pss(client, name))
         r["verify_s"] = verify_time(os.path.join(model_dir, name, "1"), name)
@@ -282,11 +289,12 @@ def targets(results):
 
 
 def table(results):
-    log("\n| items x dims | port p50 us | C floor p50 us | LibRecommender p50 us | "
+    log("\n| items x dims | port p50 us | ping p50 us | C floor p50 us | LibRecommender p50 us | "
         "port / floor | LibRecommender / port | lists equal | load ms |")
-    log("|---|---|---|---|---|---|---|---|")
+    log("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        log(f"| {r['items']:,} x {r['d']} | {r['port']:,.0f} | {r['floor']:,.0f} | "
+        log(f"| {r['items']:,} x {r['d']} | {r['port']:,.0f} | {r['ping']:,.0f} | "
+            f"{r['floor']:,.0f} | "
             f"{r['libreco']:,.0f} | {r['port'] / r['floor']:.2f}x | "
             f"{r['libreco'] / r['port']:.2f}x | {r['equal']}/{r['sample']} | "
             f"{r['load_ms']:.1f} |")

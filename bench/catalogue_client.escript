@@ -9,6 +9,7 @@
 %% Commands (one per line), answers on stdout:
 %%   load NAME                 -> "LOAD <round trip us>"
 %%   unload NAME               -> "UNLOADED"
+%%   ping COUNT                -> "TIMES <us> ..." (the round trip alone, answered in C)
 %%   rec NAME USERS COUNT      -> "TIMES <us> ..." (COUNT recommend N=10 round trips, users
 %%                                drawn from 0..USERS-1)
 %%   lists NAME U1,U2,...      -> "LIST <user> <item> ..." per user, then "END"
@@ -50,6 +51,10 @@ loop(Port, Exe, ModelDir) ->
 command(["load", Name], Port, _, _) ->
     {T, {ok, _}} = timed(fun() -> call(Port, {load, list_to_binary(Name)}) end),
     io:format("LOAD ~b~n", [T]);
+command(["ping", Count], Port, _, _) ->
+    Times = [element(1, timed(fun() -> {ok, pong} = call(Port, ping) end))
+             || _ <- lists:seq(1, list_to_integer(Count))],
+    io:format("TIMES ~s~n", [lists:join(" ", [integer_to_list(T) || T <- Times])]);
 command(["unload", Name], Port, _, _) ->
     {ok, ok} = call(Port, {unload, list_to_binary(Name)}),
     io:format("UNLOADED~n");

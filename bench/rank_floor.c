@@ -19,16 +19,15 @@
 
 typedef float lanes __attribute__((vector_size(32), aligned(4)));
 
-static lanes load(const float *p)
-{
-    lanes v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
+/* lanes is declared aligned(4): a row may be read through it at any float offset */
+#define LOAD(p) (*(const lanes *)(const void *)(p))
 
 static float hsum(lanes a)
 {
-    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    float s = 0;
+    for (int i = 0; i < 8; i++)
+        s += a[i];
+    return s;
 }
 
 struct heap { float *key; int64_t *idx; int size, cap; };
@@ -74,11 +73,11 @@ static void rank(const float *v, int64_t n, int d, const float *u, struct heap *
         const float *b0 = v + j * d, *b1 = b0 + d, *b2 = b1 + d, *b3 = b2 + d;
         lanes s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
         for (int i = 0; i + 8 <= d; i += 8) {
-            lanes x = load(u + i);
-            s0 += x * load(b0 + i);
-            s1 += x * load(b1 + i);
-            s2 += x * load(b2 + i);
-            s3 += x * load(b3 + i);
+            lanes x = LOAD(u + i);
+            s0 += x * LOAD(b0 + i);
+            s1 += x * LOAD(b1 + i);
+            s2 += x * LOAD(b2 + i);
+            s3 += x * LOAD(b3 + i);
         }
         offer(h, hsum(s0), j);
         offer(h, hsum(s1), j + 1);

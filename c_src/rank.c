@@ -1,8 +1,8 @@
 /*
  * rank.c: top-n items of an embedding model for one or many users (see rank.h).
  *
- * Two passes. The fast one scores every item in float32 (a blocked dot product, 8 lanes the
- * compiler turns into SIMD) and keeps a shortlist of K > n items in a bounded heap. The exact
+ * Two passes. The fast one (rank_fast.c) scores every item in float32 (a blocked dot product,
+ * 8 SIMD lanes) and keeps a shortlist of K > n items in a bounded heap. The exact
  * one scores the shortlist again in doubles, summing the products in dimension order: that is
  * the score a list is ranked by, on every path, so recommend, recommend_many and export give
  * the same lists, and those are the lists an exact ranking of every item gives.
@@ -17,140 +17,19 @@
  * again; after that, every item is scored exactly.
  *
  * Built with -ffp-contract=off: the exact pass must round each product and each sum as the
- * reference (and numpy) does.
+ * reference (and numpy) does. The float32 pass is rank_fast.c; what both use,
+ * rank_internal.h.
  */
-#include "rank.h"
+#include "rank_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define GROUP 8    /* users scored per read of an item row (recommend_many, export) */
-#define LANES 8    /* float32 accumulators per dot product */
 #define TRIES 2    /* shortlist growths before the exact pass over every item */
 
-/* x86-64: the fast pass twice, for AVX2 and for the baseline (SSE2); the loader picks the one
- * the CPU runs (GCC's function multi-versioning), so the binary needs no -march. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__AVX2__)
-#define FAST_PASS __attribute__((target_clones("avx2", "default")))
-#else
-#define FAST_PASS
-#endif
-
-/* ---- a bounded heap of (score, index): the root is the worst kept ---------------------- */
-
-struct heap {
-    double *key;
-    int64_t *idx;
-    int64_t size, cap;
-};
-
-static int worse(double ka, int64_t ia, double kb, int64_t ib)
-{
-    return ka < kb || (ka == kb && ia > ib);
-}
-
-static void heap_swap(struct heap *h, int64_t a, int64_t b)
-{
-    double k = h->key[a];
-    int64_t i = h->idx[a];
-    h->key[a] = h->key[b];
-    h->idx[a] = h->idx[b];
-    h->key[b] = k;
-    h->idx[b] = i;
-}
-
-static void sift_down(struct heap *h, int64_t at)
-{
-    for (;;) {
-        int64_t l = 2 * at + 1, r = l + 1, w = at;
-        if (l < h->size && worse(h->key[l], h->idx[l], h->key[w], h->idx[w]))
-            w = l;
-        if (r < h->size && worse(h->key[r], h->idx[r], h->key[w], h->idx[w]))
-            w = r;
-        if (w == at)
-            return;
-        heap_swap(h, at, w);
-        at = w;
-    }
-}
-
-/* Keeps (key, idx) if it is among the cap best seen. */
-static void heap_offer(struct heap *h, double key, int64_t idx)
-{
-    if (h->size < h->cap) {
-        int64_t at = h->size++;
-        h->key[at] = key;
-        h->idx[at] = idx;
-        while (at > 0) {
-            int64_t up = (at - 1) / 2;
-            if (!worse(h->key[at], h->idx[at], h->key[up], h->idx[up]))
-                break;
-            heap_swap(h, at, up);
-            at = up;
-        }
-    } else if (worse(h->key[0], h->idx[0], key, idx)) {
-        h->key[0] = key;
-        h->idx[0] = idx;
-        sift_down(h, 0);
-    }
-}
-
-/* ---- scores ------------------------------------------------------------------------------ */
-
-/* 8 float32 lanes: one AVX register, two SSE ones on the baseline (GCC and Clang lower
- * vector types to what the target has). aligned(4): rows need not start on 32 bytes. */
-typedef float lanes __attribute__((vector_size(LANES * sizeof(float)), aligned(4)));
-
-static inline lanes load(const float *p)
-{
-    lanes v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
-
-static inline float lanes_sum(lanes a)
-{
-    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-}
-
-static inline float dot32(const float *a, const float *b, int d)
-{
-    lanes acc = {0};
-    int i = 0;
-    for (; i + LANES <= d; i += LANES)
-        acc += load(a + i) * load(b + i);
-    float s = lanes_sum(acc);
-    for (; i < d; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-/* Four rows at once: four independent chains of additions keep the adders busy (one chain
- * waits on each addition's latency). Each score is what dot32 gives for its row. */
-static inline void dot32x4(const float *a, const float *b, int d, float *out)
-{
-    const float *b1 = b + d, *b2 = b1 + d, *b3 = b2 + d;
-    lanes s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    int i = 0;
-    for (; i + LANES <= d; i += LANES) {
-        lanes x = load(a + i);
-        s0 += x * load(b + i);
-        s1 += x * load(b1 + i);
-        s2 += x * load(b2 + i);
-        s3 += x * load(b3 + i);
-    }
-    out[0] = lanes_sum(s0);
-    out[1] = lanes_sum(s1);
-    out[2] = lanes_sum(s2);
-    out[3] = lanes_sum(s3);
-    for (; i < d; i++) {
-        out[0] += a[i] * b[i];
-        out[1] += a[i] * b1[i];
-        out[2] += a[i] * b2[i];
-        out[3] += a[i] * b3[i];
-    }
-}
+/* ---- the exact score ---------------------------------------------------------------------- */
 
 double rank_exact(const struct rank_items *it, const double *u, int64_t item)
 {
@@ -167,61 +46,7 @@ double rank_exact(const struct rank_items *it, const double *u, int64_t item)
     return it->scale ? s * it->scale[item] : s;
 }
 
-/* ---- bans: two sorted lists -------------------------------------------------------------- */
-
-struct bans {
-    const int64_t *a, *b;
-    int64_t na, nb;
-};
-
-static int in_sorted(const int64_t *v, int64_t n, int64_t x)
-{
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < x)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < n && v[lo] == x;
-}
-
-static int banned(const struct bans *b, int64_t j)
-{
-    return in_sorted(b->a, b->na, j) || in_sorted(b->b, b->nb, j);
-}
-
 /* ---- the passes -------------------------------------------------------------------------- */
-
-/* The fast pass for g users at once: heaps[k] gets the cap best float32 scores of user k. */
-FAST_PASS static void shortlist(const struct rank_items *it, const float *u32, int g,
-                                const struct bans *bans, struct heap *heaps)
-{
-    const int d = it->d;
-    int64_t j = 0;
-    float s[4];
-    for (; j < it->n; j += 4) {
-        int rows = it->n - j < 4 ? (int)(it->n - j) : 4;
-        const float *v = it->v32 + j * d;
-        for (int k = 0; k < g; k++) {
-            if (rows == 4)
-                dot32x4(u32 + (int64_t)k * d, v, d, s);
-            else
-                for (int r = 0; r < rows; r++)
-                    s[r] = dot32(u32 + (int64_t)k * d, v + (int64_t)r * d, d);
-            struct heap *h = &heaps[k];
-            for (int r = 0; r < rows; r++) {
-                float x = it->scale ? s[r] * (float)it->scale[j + r] : s[r];
-                /* items come in index order: a tie with the worst kept loses */
-                if (h->size == h->cap && !((double)x > h->key[0]))
-                    continue;
-                if (!banned(&bans[k], j + r))
-                    heap_offer(h, (double)x, j + r);
-            }
-        }
-    }
-}
 
 /* Every item scored exactly: the fallback, and the reference the tests compare with. */
 static void exact_all(const struct rank_items *it, const double *u, const struct bans *bans,
@@ -320,7 +145,7 @@ static int retry_user(const struct rank_items *it, const double *u, float *u32,
             emit(tmp, h.size, n, idx, score, count);
             break;
         }
-        shortlist(it, u32, 1, bans, &h);
+        rank_shortlist(it, u32, 1, bans, &h);
         if (settle(it, u, &h, n, bound, tmp)) {
             emit(tmp, h.size, n, idx, score, count);
             break;
@@ -365,7 +190,7 @@ int rank_top(const struct rank_items *it, const double *u, int64_t users,
                                     n_shared};
         }
         if (n > 0 && cap > 0)
-            shortlist(it, u32, g, bans, heaps);
+            rank_shortlist(it, u32, g, bans, heaps);
         for (int k = 0; k < g; k++) {
             int64_t b = start + k;
             const double *ub = u + b * d;

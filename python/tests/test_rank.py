@@ -226,6 +226,12 @@ def test_memory_mapped_ids_behave_as_the_dict_did(tmp_path):
         for p in probes:
             assert got.index.get(p) == plain.get(p), p
             assert (p in got.index) == (p in plain)
+    for ids in ([7, 8, 9, 10], [7, 9, 8, 10], [3, 4, 6]):  # a range in order: subtraction
+        assert idmap.save(ids, str(tmp_path), "r", write)
+        got = idmap.load(str(tmp_path), "r")
+        assert (got.start is not None) == (ids == [7, 8, 9, 10])
+        for p in (6, 7, 8, 9, 10, 11, 9.0, True, "8", -1):
+            assert got.index.get(p) == {x: i for i, x in enumerate(ids)}.get(p), (ids, p)
     assert not idmap.save([1, "1"], str(tmp_path), "y", write)      # mixed: the sidecar
     assert not idmap.save([2**64], str(tmp_path), "y", write)       # beyond int64
 

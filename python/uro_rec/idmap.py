@@ -74,6 +74,11 @@ class Ids:
     def __init__(self, arr, sorted_ids, pos):
         self.arr, self.sorted, self.pos = arr, sorted_ids, pos
         self.is_int = arr.dtype.kind == "i"
+        # Integer ids that are start, start + 1, ... in inner order (the usual database
+        # keys): a lookup is a subtraction. One pass over the ids at load to know it.
+        n = len(arr)
+        self.start = int(arr[0]) if self.is_int and n and \
+            int(arr[-1]) - int(arr[0]) == n - 1 and bool(np.all(np.diff(arr) == 1)) else None
         self.index = IdIndex(self)
 
     def __len__(self):
@@ -110,6 +115,10 @@ class IdIndex:
         return key if isinstance(key, str) and not key.endswith("\0") else None
 
     def get(self, key, default=None):
+        start = self.ids.start
+        if start is not None and type(key) is int:
+            at = key - start
+            return at if 0 <= at < len(self.ids.arr) else default
         k = self._key(key)
         if k is None:
             return default
