@@ -149,6 +149,9 @@ def test_every_entry_point_gives_the_exact_lists():
         # predict's scores are the list's scores, to the last bit
         assert rec.predict(entry, user, ids) == scores
     assert len(many["u2"]) == 4  # fewer left than asked
+    huge = 1 << 200  # N beyond any catalogue: every item left, best first
+    assert rec.recommend(entry, "u2", huge, ro) == expected(entry, 2, huge)[0]
+    assert dict(rec.recommend_many(entry, ["u2"], huge, ro))["u2"] == many["u2"]
 
 
 def test_exclude_and_observe_keep_working():

@@ -92,6 +92,7 @@ def top(items, users, bans, shared, n):
     None) or of ``shared`` (sorted); ``counts[b]`` < n when fewer items are left."""
     users = np.ascontiguousarray(users, dtype=np.float64)
     b = users.shape[0]
+    n = min(n, items.n)  # (N may be any integer: a list never holds more than the items)
     idx = np.empty((b, n), dtype=np.int64)
     scores = np.empty((b, n), dtype=np.float64)
     counts = np.empty(b, dtype=np.int64)
