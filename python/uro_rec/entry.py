@@ -67,7 +67,9 @@ class Entry:
             for u in range(self.n_users)
         ]
         self.trained_consumed = list(self.consumed)
-        vecs = (model.user_embeds_np, model.item_embeds_np) if self.kind == "embed" else None
+        # copies: libreco may update its arrays in place (a later fit of the same object)
+        vecs = (np.array(model.user_embeds_np), np.array(model.item_embeds_np)) \
+            if self.kind == "embed" else None
         bounds = (getattr(model, "lower_bound", None), getattr(model, "upper_bound", None))
         width = getattr(model, "embed_size", None)
         self._finish(vecs, width, bounds)
