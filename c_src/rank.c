@@ -14,7 +14,9 @@
  * worst fast score), so its exact score is at most t + B. When the n-th best exact score of
  * the shortlist is above t + B, no item left out can reach the list or tie with it. When it is
  * not (near-ties, many equal vectors), the shortlist grows fourfold and the test is made
- * again; after that, every item is scored exactly.
+ * again; after that, every item is scored exactly. Values below float32's normal range lose
+ * absolute, not relative, precision: B has an absolute term for them. Values that could
+ * overflow float32 never come here (rank_py.c ranks those in numpy).
  *
  * Built with -ffp-contract=off: the exact pass must round each product and each sum as the
  * reference (and numpy) does. The float32 pass is rank_fast.c; what both use,
@@ -194,7 +196,10 @@ int rank_top(const struct rank_items *it, const double *u, int64_t users,
         for (int k = 0; k < g; k++) {
             int64_t b = start + k;
             const double *ub = u + b * d;
-            double bound = factor * norm2(ub, d) * it->bound_norm;
+            /* plus what float32 loses below its normal range, absolutely: each product and
+             * each u_i rounded to a subnormal is off by at most 2^-150 (times |v_ji|) */
+            double bound = factor * norm2(ub, d) * it->bound_norm +
+                           d * ldexp(1.0, -148) * (1.0 + it->bound_norm);
             if (n <= 0 || cap <= 0) {
                 out_count[b] = 0;
             } else if (settle(it, ub, &heaps[k], n, bound, tmp)) {

@@ -115,7 +115,7 @@ out:
     return rc;
 }
 
-/* Whether every score of these users stays a finite float32: |u| |v_j| below 1e30. */
+/* Whether every score of these users stays a finite float32: |u| and |u| |v_j| below 1e30. */
 static int float32_safe(const double *u, int64_t users, int d, double bound_norm)
 {
     if (!(bound_norm < 1e30))
@@ -124,7 +124,8 @@ static int float32_safe(const double *u, int64_t users, int d, double bound_norm
         double s = 0.0;
         for (int i = 0; i < d; i++)
             s += u[b * d + i] * u[b * d + i];
-        if (!(sqrt(s) * bound_norm < 1e30))
+        double norm = sqrt(s);
+        if (!(norm < 1e30 && norm * bound_norm < 1e30)) /* u in float32 stays finite too */
             return 0;
     }
     return 1;

@@ -101,6 +101,19 @@ def test_near_ties_make_the_shortlist_grow_and_stay_exact():
     assert shortlist.COUNTS["widened"] > before["widened"]
 
 
+def test_values_float32_cannot_hold_well_still_rank_exactly():
+    """Products below float32's normal range (they underflow to subnormals or zero in the
+    float32 pass) and values near its top (the kernel declines; numpy ranks)."""
+    rng = np.random.default_rng(11)
+    for scale in (1e-24, 1e-20, 1e18):
+        vecs = (rng.standard_normal((800, 8)) * scale)
+        items = shortlist.Items.of(vecs)
+        for b in range(5):
+            u = rng.standard_normal(8) * scale
+            got = shortlist.top(items, u[None], [None], None, 10)
+            assert got[0][0].tolist() == reference(vecs, u)[0], (scale, b)
+
+
 def test_not_finite_values_are_ranked_without_the_kernel():
     vecs = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)
     vecs[::7, 2] = np.nan
