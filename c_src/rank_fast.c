@@ -9,6 +9,7 @@
  */
 #include "rank_internal.h"
 
+#include <math.h>
 #include <string.h>
 
 #define LANES 8    /* float32 accumulators per dot product */
@@ -103,12 +104,11 @@ INLINE void dot32x4(const float *a, const float *b, int d, float *out)
 }
 
 INLINE void shortlist(const struct rank_items *it, const float *u32, int g,
-                                const struct bans *bans, struct heap *heaps)
+                      const struct bans *bans, struct heap *heaps)
 {
     const int d = it->d;
-    int64_t j = 0;
     float s[4];
-    for (; j < it->n; j += 4) {
+    for (int64_t j = 0; j < it->n; j += 4) {
         int rows = it->n - j < 4 ? (int)(it->n - j) : 4;
         const float *v = it->v32 + j * d;
         for (int k = 0; k < g; k++) {
@@ -117,14 +117,20 @@ INLINE void shortlist(const struct rank_items *it, const float *u32, int g,
             else
                 for (int r = 0; r < rows; r++)
                     s[r] = dot32(u32 + (int64_t)k * d, v + (int64_t)r * d, d);
+            if (it->scale)
+                for (int r = 0; r < rows; r++)
+                    s[r] *= (float)it->scale[j + r];
             struct heap *h = &heaps[k];
+            /* the worst score kept, once the heap is full (a float: the keys are floats) */
+            float worst = h->size == h->cap ? (float)h->key[0] : -INFINITY;
+            if (rows == 4 && !(s[0] > worst || s[1] > worst || s[2] > worst || s[3] > worst))
+                continue; /* the usual case once the heap is full: one test for four rows */
             for (int r = 0; r < rows; r++) {
-                float x = it->scale ? s[r] * (float)it->scale[j + r] : s[r];
                 /* items come in index order: a tie with the worst kept loses */
-                if (h->size == h->cap && !((double)x > h->key[0]))
+                if (h->size == h->cap && !((double)s[r] > h->key[0]))
                     continue;
                 if (!banned(&bans[k], j + r))
-                    heap_offer(h, (double)x, j + r);
+                    heap_offer(h, (double)s[r], j + r);
             }
         }
     }
