@@ -13,6 +13,7 @@
 #   make bench    latency against the bare echo port, interleaved call by call; the database
 #                 benchmark; the recorder; retraining on 10 % new data against full training;
 #                 throughput with 1, 8 and 64 concurrent clients, batching off and on
+#                 recommend against catalogue size (bench-catalogue)
 #
 # The virtualenv lives outside the checkout (scripts/setup.sh says where); override with
 # URO_REC_VENV=/path. Its interpreter's libpython is the one we link, by soname: no path of
@@ -48,12 +49,16 @@ LDLIBS_PQ = -lpq -lz
 PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_check.c \
             c_src/frames.c c_src/pybridge.c c_src/commands.c c_src/stats.c c_src/check.c \
             c_src/deadline.c c_src/db_connection.c c_src/db_columns.c c_src/db_execute.c \
-            c_src/db_wait.c c_src/copytext.c c_src/paths.c
+            c_src/db_wait.c c_src/copytext.c c_src/paths.c c_src/rank_py.c
 HDRS     := $(wildcard c_src/*.h)
+# The same kernel as the extension module _uro_rank, for the Python tests (outside the port
+# it is what uro_rec.shortlist imports; python/tests/conftest.py puts _build/py on the path).
+RANK_EXT  = _build/py/_uro_rank$(call py_var,EXT_SUFFIX)
+RANK_OBJ := _build/rank.o _build/rank_fast.o
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
         test-elixir test-host test-db test-db-waits check-elixir-newer demo bench bench-db \
-        bench-interactions bench-retrain bench-throughput bench-throughput-run clean
+        bench-interactions bench-retrain bench-throughput bench-throughput-run bench-catalogue clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -65,12 +70,13 @@ demo: setup
 	@$(MAKE) --no-print-directory build
 	bash scripts/demo.sh priv/uro_recommender
 bench: setup
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory build _build/rank_floor
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
 	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
 	@$(MAKE) --no-print-directory bench-throughput-run
+	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/catalogue_bench.py priv/uro_recommender _build/rank_floor
 # Throughput with 1, 8 and 64 concurrent clients, pools of 1, 2 and 4 ports, batching off and on
 # (UroRecommender.Batch); the plot bench/throughput.png: bench/README.md, "Throughput"
 bench-throughput: setup
@@ -79,6 +85,11 @@ bench-throughput: setup
 bench-throughput-run:
 	URO_REC_PORT=$(TOP)/priv/uro_recommender BENCH_PYTHON=$(PYTHON) BENCH_PLOT_PYTHONPATH=$(TESTPATH) \
 	  mix run bench/throughput_bench.exs
+# Recommend latency at 10k, 100k and 1M items x 32 and 64 dims against the C floor and
+# LibRecommender, list equality, a pool's PSS, load time; plot bench/catalogue.png
+bench-catalogue: setup
+	@$(MAKE) --no-print-directory build _build/rank_floor
+	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/catalogue_bench.py priv/uro_recommender _build/rank_floor
 # The recorder (UroRecommender.Interactions) against a bare GenServer.cast: bench/INTERACTIONS_BENCH.md
 bench-interactions: setup
 	@$(MAKE) --no-print-directory build
@@ -93,12 +104,34 @@ bench-db: setup
 setup:
 	@bash scripts/setup.sh >/dev/null
 
-build: priv/uro_recommender priv/echo_port
+build: priv/uro_recommender priv/echo_port $(RANK_EXT)
 
-priv/uro_recommender: $(PORT_SRC) $(HDRS) Makefile python/requirements.txt
+priv/uro_recommender: $(PORT_SRC) $(HDRS) $(RANK_OBJ) Makefile python/requirements.txt
 	@mkdir -p priv
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) $(LDLIBS_PY) $(LDLIBS_EI) $(LDLIBS_PQ)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ $(PORT_SRC) $(RANK_OBJ) $(LDLIBS_PY) $(LDLIBS_EI) $(LDLIBS_PQ)
 	$(call ship_libpython,priv)
+
+# The ranking kernel (c_src/rank.c, rank_fast.c) at -O3, portable (no -march=native: the
+# binary travels; on x86-64 the float32 pass is compiled twice, AVX2+FMA and baseline, and the
+# CPU picks at run time). The exact pass (rank.c) with -ffp-contract=off: it must round every
+# product as the reference does; the float32 pass may fuse. RANK_CFLAGS may add
+# -march=native for a build that never leaves its machine.
+RANK_CFLAGS ?= -O3
+_build/rank.o: c_src/rank.c c_src/rank.h c_src/rank_internal.h Makefile
+	@mkdir -p _build
+	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=off -fPIC $(WARN) -c -o $@ $<
+_build/rank_fast.o: c_src/rank_fast.c c_src/rank.h c_src/rank_internal.h Makefile
+	@mkdir -p _build
+	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=fast -fPIC $(WARN) -c -o $@ $<
+
+$(RANK_EXT): c_src/rank_py.c c_src/rank_py.h $(RANK_OBJ)
+	@mkdir -p _build/py
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -DURO_RANK_EXTENSION -fPIC -shared -o $@ $< $(RANK_OBJ)
+
+# The benchmark's floor: built for this CPU on purpose (it is the best this machine can do).
+_build/rank_floor: bench/rank_floor.c
+	@mkdir -p _build
+	$(CC) -O3 -march=native -Wall -o $@ $<
 
 priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	@mkdir -p priv
@@ -106,8 +139,8 @@ priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 
 # ---- tests ----------------------------------------------------------------------------------
 UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/term_check.c c_src/request.c c_src/copytext.c \
-            c_src/paths.c
-TESTS    := test_erlcmd test_term test_copytext test_paths
+            c_src/paths.c c_src/rank.c c_src/rank_fast.c
+TESTS    := test_erlcmd test_term test_copytext test_paths test_rank
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 _build/%: test/c/%.c $(UNIT_SRC) $(HDRS)
@@ -127,7 +160,7 @@ test-sanitize: $(addprefix _build/san/,$(TESTS))
 	@for t in $^; do echo "== $$t (ASan+UBSan)"; \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 ./$$t || exit 1; done
 
-test-python:
+test-python: $(RANK_EXT)
 	cd python && PYTHONPATH=$(TESTPATH) $(PYTHON) -m pytest -q tests
 
 test-replay: build

@@ -18,6 +18,7 @@
 #include "db.h"
 #include "deadline.h"
 #include "frames.h"
+#include "rank_py.h"
 #include "term.h"
 
 #include <stdio.h>
@@ -81,7 +82,8 @@ static PyObject *init_port_module(void)
 {
     PyObject *m = PyModule_Create(&port_module_def);
     if (m && (term_module_init(m) < 0 || deadline_module_init(m) < 0 ||
-              db_module_init(m) < 0 || copytext_module_init(m) < 0)) {
+              db_module_init(m) < 0 || copytext_module_init(m) < 0 ||
+              rank_module_init(m) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -541,7 +541,7 @@ case_registry_trust(#{t := T, tmp := Tmp} = Ctx) ->
         %% a tampered chunk: the stored sha256 no longer matches
         {ok, _} = psql(Ctx, "test", ["UPDATE uro_rec_model_chunks SET data = set_byte(data, 199, "
                                      "255 - get_byte(data, 199))", Where,
-                                     " AND path = 'serving.npz' AND chunk = 0"]),
+                                     " AND path = 'serving/items32.npy' AND chunk = 0"]),
         {error, {internal, <<"registry: checksum mismatch", _/binary>>}} = Load(F, Name),
         %% ... and with the metadata row's sha256 made to match the tampered files: only the
         %% signature shows it, before the files reach the model directory (where B's good copy
@@ -549,7 +549,7 @@ case_registry_trust(#{t := T, tmp := Tmp} = Ctx) ->
         ok = match_checksum(Ctx, Where),
         [begin
              {error, {untrusted_model, M1}} = Load(P, Name),
-             {match, _} = re:run(M1, "'serving.npz' does not match its signed sha256")
+             {match, _} = re:run(M1, "'serving/items32.npy' does not match its signed sha256")
          end || P <- [B, F]],
         [] = filelib:wildcard(binary_to_list(Name) ++ "/.fetch-*", maps:get(model_dir, B)),
         {ok, #{version := 1}} = call(B, {load, Name}),

@@ -6,6 +6,8 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+# c_src/rank.c as the extension module _uro_rank (make build, make test-python build it)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "_build", "py"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from uro_rec import commands, port, registry  # noqa: E402

@@ -194,7 +194,7 @@ def test_a_planted_pickle_never_runs(itemcf, tmp_path, keyed, saved):
 
 
 def test_a_snapshot_model_is_verified_again_before_libreco_loads_it(rows, saved):
-    """An embedding model is served from serving.npz; libreco's files are read only when
+    """An embedding model is served from serving/; libreco's files are read only when
     needed (save, evaluate), later: they are verified again then."""
     # A model of its own, trained here: the session's als_str may by now be an entry that
     # test_models loaded unsigned from disk, which a save under a key rightly refuses.

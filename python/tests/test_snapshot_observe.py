@@ -96,7 +96,7 @@ def test_observations_are_not_saved_into_the_snapshot(model_dir, rows):
     assert from_snapshot == top  # the observations are gone with the reload
     plain = os.path.join(model_dir, "obs_save_plain")
     shutil.copytree(saved["path"], plain)
-    os.remove(os.path.join(plain, "serving.npz"))  # force the libreco load
+    os.remove(os.path.join(plain, "serving", "info.json"))  # force the libreco load
     commands.load("obs_save", {"path": plain})
     assert commands.recommend("obs_save", user, 5, None) == from_snapshot
 

@@ -48,11 +48,13 @@ def how(entry, uid, seen, ro):
     """None (the usual path), ``vector`` (an embedding model's user vector from
     :func:`user_vector`) or ``libreco`` (a scoring network's own recommend_user with
     :func:`libreco_kwargs`)."""
-    from . import foldin
-
     asked = ro.seq is not None or ro.user_feats is not None
     observed = uid is None and seen is not None and seen.size > 0
-    if not asked and not (observed and (takes_seq(entry) or foldin.applies(entry))):
+    if not asked and not observed:
+        return None  # (the usual call: known user, no options; before any import)
+    from . import foldin
+
+    if not asked and not (takes_seq(entry) or foldin.applies(entry)):
         return None
     return "vector" if entry.kind == "embed" else "libreco"
 

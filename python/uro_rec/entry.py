@@ -4,14 +4,14 @@ An :class:`Entry` is built once, after train or load, and then only read (but fo
 :meth:`Entry.observe`, which adds to the consumed sets and to unknown users' observed items,
 ``registry.save``, which sets its version and path, and ``update_features``, which rebuilds an
 embedding model's entry: :meth:`Entry.refreshed`). An embedding model loaded from disk is
-built from its serving snapshot (serving.npz) without libreco, so a restarted port serves
+built from its serving snapshot (uro_rec.snapshot: memory-mapped .npy files) without libreco, so a restarted port serves
 it in well under a second instead of after TensorFlow's and torch's imports. It
 holds the libreco model, its DataInfo and TF graph, our own id <-> inner-index
 maps (ids keep the exact Python type they were trained with), each user's
 consumed items as a sorted numpy array, the item popularity ranking used for
-cold start and top-ups, and for embedding models contiguous copies of the
-embedding matrices (with libreco's out-of-vocabulary rows, which predict uses) so a
-recommendation is one mat-vec and one recommend.top_k. Also: the feature layout of a
+cold start and top-ups, and for embedding models the embedding matrices (float32 rows for
+uro_rec.shortlist, memory-mapped when loaded, and libreco's out-of-vocabulary rows, which
+predict uses), so a recommendation is one pass of c_src/rank.c. Also: the feature layout of a
 feature model, its hyperparameters (read lazily), and whether it was fitted in this process
 (retraining keeps its optimiser state then).
 """
@@ -20,7 +20,37 @@ import os
 
 import numpy as np
 
-from . import algorithms
+from . import algorithms, idmap, shortlist
+
+
+def _id_maps(ids):
+    """(inner index -> id, id -> inner index) of an id sequence."""
+    if isinstance(ids, idmap.Ids):
+        return ids, ids.index
+    ids = idmap.IdList(ids)
+    return ids, {x: i for i, x in enumerate(ids)}
+
+
+class Consumed:
+    """Each user's consumed items (sorted inner ids) read from a snapshot's CSR arrays
+    (memory-mapped: nothing per user is built at load), with what ``observe`` added since
+    held apart. Indexes, assigns and iterates like the list a trained entry has."""
+
+    def __init__(self, indptr, indices):
+        self.indptr, self.indices, self.changed = indptr, indices, {}
+
+    def __len__(self):
+        return len(self.indptr) - 1
+
+    def __getitem__(self, u):
+        got = self.changed.get(u)
+        return got if got is not None else self.indices[self.indptr[u]:self.indptr[u + 1]]
+
+    def __setitem__(self, u, items):
+        self.changed[u] = items
+
+    def __iter__(self):
+        return (self[u] for u in range(len(self)))
 
 
 class Entry:
@@ -37,7 +67,9 @@ class Entry:
             for u in range(self.n_users)
         ]
         self.trained_consumed = list(self.consumed)
-        vecs = (model.user_embeds_np, model.item_embeds_np) if self.kind == "embed" else None
+        # copies: libreco may update its arrays in place (a later fit of the same object)
+        vecs = (np.array(model.user_embeds_np), np.array(model.item_embeds_np)) \
+            if self.kind == "embed" else None
         bounds = (getattr(model, "lower_bound", None), getattr(model, "upper_bound", None))
         width = getattr(model, "embed_size", None)
         self._finish(vecs, width, bounds)
@@ -55,20 +87,23 @@ class Entry:
         self.n_users = len(self.user_ids)
         self.n_items = len(self.item_ids)
         self.n_interactions = int(snapshot["n_interactions"])
-        indptr, indices = snapshot["consumed_indptr"], snapshot["consumed_indices"]
-        self.consumed = [indices[indptr[u]:indptr[u + 1]].astype(np.intp)
-                         for u in range(self.n_users)]
-        self.trained_consumed = list(self.consumed)
+        indptr = np.asarray(snapshot["consumed_indptr"], dtype=np.int64)
+        indices = np.asarray(snapshot["consumed_indices"], dtype=np.intp)
+        self.consumed = Consumed(indptr, indices)
+        self.trained_consumed = Consumed(indptr, indices)
         bounds = tuple(float(b) for b in snapshot["bounds"]) if snapshot["bounds"].size else (None, None)
-        items = snapshot["item_vecs"]
-        if "item_oov" in snapshot:  # snapshots before it have only the known items' rows
-            items = np.vstack([items, snapshot["item_oov"][None, :]])
-        self._finish((snapshot["user_vecs"], items), int(snapshot["embed_width"]), bounds)
+        # serving/ (uro_rec.snapshot) gives the scoring side ready-made; serving.npz (older
+        # versions) the doubles, and before item_oov was saved only the known items' rows
+        items = snapshot["items"] if "items" in snapshot else snapshot["item_vecs"]
+        oov = snapshot["item_oov"] if "item_oov" in snapshot else None
+        popular = (snapshot["popular"], snapshot["pop_score"]) if "popular" in snapshot else None
+        self._finish((snapshot["user_vecs"], items), int(snapshot["embed_width"]), bounds,
+                     oov=oov, popular=popular)
         return self
 
     def snapshot_arrays(self):
         """What :meth:`from_snapshot` needs, for an embedding model (saved beside libreco's
-        own files as serving.npz)."""
+        own files by uro_rec.snapshot)."""
         # What the model was trained on, not what observe added since: observations live in
         # memory until the next train or load, on both load paths alike.
         consumed = self.trained_consumed
@@ -77,10 +112,11 @@ class Entry:
         indices = (np.concatenate(consumed) if consumed else np.empty(0)).astype(np.int64)
         lo, hi = self.bounds
         return {
-            "user_vecs": self.user_vecs, "item_vecs": self.item_vecs, "item_oov": self.item_oov,
+            "user_vecs": self.user_vecs, "items": self.items, "item_oov": self.item_oov,
             "embed_width": np.int64(self.embed_width),
             "n_interactions": np.int64(self.n_interactions),
             "consumed_indptr": indptr, "consumed_indices": indices,
+            "popular": self.popular, "pop_score": self.pop_score,
             "bounds": np.asarray([lo, hi], dtype=np.float64) if lo is not None else np.empty(0),
         }
 
@@ -118,44 +154,44 @@ class Entry:
         # uro_rec.retrain saves it with the version)
         self.trained_here = False
         # Python lists, not numpy arrays: indexing a list gives back the exact
-        # Python int/str we were trained with, and is faster per element.
-        self.user_ids = list(user_ids)
-        self.item_ids = list(item_ids)
-        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
-        self.item_index = {it: i for i, it in enumerate(self.item_ids)}
+        # Python int/str we were trained with, and is faster per element. A loaded version
+        # may bring memory-mapped ids instead (uro_rec.idmap: the same values, shared).
+        self.user_ids, self.user_index = _id_maps(user_ids)
+        self.item_ids, self.item_index = _id_maps(item_ids)
 
-    def _finish(self, vecs, width, bounds):
+    def _finish(self, vecs, width, bounds, oov=None, popular=None):
         self.bounds = bounds
-        flat = np.concatenate(self.consumed) if self.consumed else np.empty(0, np.intp)
-        counts = np.bincount(flat, minlength=self.n_items).astype(np.float64)
-        # Most interacted-with first (distinct users), ties by inner index, so
-        # the ranking is deterministic and survives save/load unchanged.
-        self.popular = np.argsort(-counts, kind="stable")
-        self.popular_list = self.popular.tolist()
-        self.pop_score = counts / counts.max() if counts.size and counts.max() > 0 else counts
+        if popular is None:
+            flat = np.concatenate(self.consumed) if self.consumed else np.empty(0, np.intp)
+            counts = np.bincount(flat, minlength=self.n_items).astype(np.float64)
+            # Most interacted-with first (distinct users), ties by inner index, so
+            # the ranking is deterministic and survives save/load unchanged.
+            order = np.argsort(-counts, kind="stable")
+            score = counts / counts.max() if counts.size and counts.max() > 0 else counts
+            popular = (order, score)
+        self.popular, self.pop_score = popular  # (memory-mapped when loaded from serving/)
 
         if self.kind == "embed":
             # Row n_users is libreco's out-of-vocabulary row: the mean user
-            # embedding, i.e. the 'average' cold-start user.
-            # float64: products of float32 values are exact in it, so scores computed in
-            # different orders (a user alone or in a block) differ by rounding only in the
-            # last bits; recommend._rescored makes even those the same.
-            self.user_vecs = np.ascontiguousarray(vecs[0], dtype=np.float64)
-            items = vecs[1][: self.n_items]
-            width = int(width or items.shape[1])
-            self.embed_width = min(width, items.shape[1])
-            # Padded with zero rows to a whole number of sqrt(n)-sized chunks, the layout
-            # recommend.top_k cuts into chunks without copying (padding is masked);
-            # item_vecs is its first n_items rows, a view.
-            self.chunk = max(1, int(np.sqrt(self.n_items)))
-            padded = -(-self.n_items // self.chunk) * self.chunk
-            self.item_vecs_scoring = np.zeros((padded, items.shape[1]), dtype=np.float64)
-            self.item_vecs_scoring[: self.n_items] = items
-            self.item_vecs = self.item_vecs_scoring[: self.n_items]
+            # embedding, i.e. the 'average' cold-start user. Kept as given (a memory map
+            # of the version's serving files: uro_rec.snapshot); scored as doubles.
+            self.user_vecs = vecs[0]
+            # The scoring side (uro_rec.shortlist): float32 rows, and the doubles only when
+            # float32 does not hold them exactly (libreco's embeddings are float32).
+            items = vecs[1]
+            if not isinstance(items, shortlist.Items):
+                if oov is None and len(items) > self.n_items:
+                    oov = items[self.n_items]
+                items = shortlist.Items.of(items[: self.n_items])
+            self.items = items
+            self._item_vecs = None
+            width = int(width or items.d)
+            self.embed_width = min(width, items.d)
             # libreco's out-of-vocabulary item row (the mean item embedding), what its
             # predict scores an unknown item with
-            self.item_oov = np.asarray(vecs[1][self.n_items] if len(vecs[1]) > self.n_items
-                                       else items.mean(axis=0), dtype=np.float64)
+            if oov is None:
+                oov = items.exact_rows(slice(None)).mean(axis=0)
+            self.item_oov = np.asarray(oov, dtype=np.float64)
         # Items seen after training ({observe, ...}) by users the model does not know:
         # user -> sorted inner ids, and the same items in the order they were observed (a
         # repeat moves to the end), the sequence models' and fold-in's input. Known users'
@@ -165,7 +201,7 @@ class Entry:
         self._foldin_gram = None  # lazily: YᵀY of the item factors (uro_rec.foldin)
         self.metrics = {}
         self._params = None         # lazily: hyperparameters of a snapshot entry
-        self._item_unit = None      # lazily: normalised item embeddings
+        self._cosine = None         # lazily: the items scaled for similar_items
         self._cooc = None           # lazily: item x user binary matrix + norms
 
     def refreshed(self):
@@ -270,13 +306,28 @@ class Entry:
         return unknown_items
 
     # -- lazily built similarity helpers -------------------------------------------
-    def item_unit(self):
-        if self._item_unit is None:
-            emb = self.item_vecs[:, : self.embed_width].astype(np.float64)
-            norm = np.linalg.norm(emb, axis=1)
-            norm[norm == 0] = 1.0
-            self._item_unit = emb / norm[:, None]
-        return self._item_unit
+    @property
+    def item_vecs(self):
+        """The item embeddings as doubles (fold-in's least squares read them whole): a
+        private copy, made on first use, when only float32 rows are stored."""
+        if self.items.v64 is not None:
+            return self.items.v64
+        if self._item_vecs is None:
+            self._item_vecs = self.items.v32.astype(np.float64)
+        return self._item_vecs
+
+    def cosine_items(self):
+        """The items for similar_items: the same rows, each scaled by 1 / its norm."""
+        if self._cosine is None:
+            v = self.items
+            # the norm as the exact score of a row with itself: a defined sum order
+            norms = np.sqrt(np.concatenate([
+                shortlist.exact_scores(r, r) for r in
+                (v.exact_rows(slice(s, s + (1 << 16))) for s in range(0, v.n, 1 << 16))
+            ])) if v.n else np.empty(0)
+            norms[norms == 0] = 1.0
+            self._cosine = shortlist.Items(v.v32, v.v64, 1.0 / norms)
+        return self._cosine
 
     def cooccurrence(self):
         """Binary item x user matrix and row norms, for models whose item

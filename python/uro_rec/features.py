@@ -31,7 +31,6 @@ import math
 import os
 
 import numpy as np
-import pandas as pd
 
 from . import sources
 from .errors import BadArg, Unsupported
@@ -222,6 +221,7 @@ def training_frame(source, spec, where, like=None):
     sequence models read consumption in order) -> (DataFrame, layout). ``like``: a saved
     layout whose multi_sparse widths and dense fill values to keep (a retrain's new data must
     have the saved version's columns)."""
+    import pandas as pd  # (here: a serving port never needs pandas, ~25 MB a process)
     declared = {c for side in ("user", "item") for c in spec[side]}
     base, inline = _interactions(source, declared, where)
     values = {}
@@ -275,6 +275,7 @@ def _interactions(source, declared, where):
 
 
 def _base_frame(cols, from_csv, where):
+    import pandas as pd  # (here: a serving port never needs pandas, ~25 MB a process)
     def ids(vals, field):
         return sources.id_column([_csv_id(v) if from_csv and isinstance(v, str)
                                   else check_id(v, where, field) for v in vals], where, field)
@@ -351,6 +352,7 @@ def request_feats(layout, side, value, where, field):
 def assignment_frame(layout, side, source, where):
     """A feature source -> the DataFrame DataInfo.assign_{user,item}_features takes: the id
     column and the source's columns the model knows, converted as at training."""
+    import pandas as pd  # (here: a serving port never needs pandas, ~25 MB a process)
     names, cols = read_table(source, where)
     from_csv = source[0] == "csv"
     ids = [_csv_id(v) if from_csv and isinstance(v, str) else check_id(v, where, f"{side} id")

@@ -9,8 +9,9 @@ and it stops filtering consumed items when a user has consumed almost all):
 - exactly ``n`` items whenever that many candidates exist (else all of them);
 - unknown users get the cold-start list instead of an error.
 
-Embedding models are served with numpy on the precomputed matrices (one
-mat-vec, one top_k: well under a millisecond for 10k items). The memory-based
+Embedding models are ranked by c_src/rank.c over float32 rows, the shortlist re-scored
+exactly (uro_rec.shortlist: the lists of an exact ranking in doubles, ties to the lower
+index). The memory-based
 models give their own neighbourhood candidates (uro_rec.neighbours: never
 libreco's random popular fill), the scoring networks go through libreco's
 recommend_user; both are then deduplicated, filtered and topped up from the
@@ -18,7 +19,7 @@ popularity ranking, in its fixed order.
 
 Users built at request time (``seq``, ``user_feats``, an unknown user's observed items:
 uro_rec.dynamic, uro_rec.foldin) are ranked by the same code as known users: an embedding
-model's user vector goes through the same masks and top_k, a scoring network's through
+model's user vector goes through the same masks and ranking, a scoring network's through
 its own recommend_user and the same dedupe/filter/top-up.
 
 Cold start for unknown users: ``popular`` (default) is the deterministic
@@ -40,9 +41,8 @@ import gc
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
 
-from . import dynamic, features, neighbours
+from . import dynamic, features, neighbours, shortlist
 from .errors import BadArg
 from .options import boolean, check_id_list, check_known, choice, normalize_opts
 
@@ -86,6 +86,8 @@ def parse_opts(entry, opts, where):
 def normalize_scores(entry, raw):
     raw = np.asarray(raw, dtype=np.float64)
     if entry.task == "ranking":
+        from scipy.special import expit  # (lazily: ~10 MB a port that never needs it)
+
         return expit(raw)
     lo, hi = entry.bounds
     return np.clip(raw, lo, hi)
@@ -115,10 +117,10 @@ def recommend(entry, user, n, ro):
         ids, scores = _embed_top(entry, entry.user_vecs[uid], uid, n, ro)
     else:
         ids, scores = _via_libreco(entry, uid, n, ro)
-    item_ids = entry.item_ids
+    names = entry.item_ids.take(ids)
     if ro.scores:
-        return [(item_ids[i], float(s)) for i, s in zip(ids, scores)]
-    return [item_ids[i] for i in ids]
+        return [(i, float(s)) for i, s in zip(names, scores)]
+    return names
 
 
 @contextlib.contextmanager
@@ -136,15 +138,13 @@ def collector_paused():
             gc.enable()
 
 
-def recommend_many(entry, users, n, ro, block=64):
+def recommend_many(entry, users, n, ro, block=256):
     """``[(user, list)]`` for many users, the same lists :func:`recommend` gives one by one.
 
-    Embedding models score a block of known users with one matrix product and one top_k
-    per block instead of one of each per user (export and recommend_many of thousands of
-    users are an order of magnitude faster). 64 users a block keep the block's scores
-    (64 x N doubles, 2.5 MiB at N = 5,000) in cache: 512 were a third slower. Rows whose
-    candidates run short of ``n`` after masking, unknown users and other models take the
-    one-by-one path."""
+    Embedding models rank a block of known users with one pass of c_src/rank.c, which scores
+    each item row for several users while it is in cache (export of thousands of users reads
+    the catalogue once per eight users instead of once per user). Unknown users and other
+    models take the one-by-one path."""
     if entry.kind != "embed" or n == 0:
         return [(u, recommend(entry, u, n, ro)) for u in users]
     out = []
@@ -158,34 +158,18 @@ def _embed_block(entry, users, n, ro):
     known = [k for k, uid in enumerate(uids) if uid is not None]
     lists = [None] * len(users)
     if known:
-        rows = np.asarray([uids[k] for k in known], dtype=np.intp)
-        raw = entry.user_vecs[rows] @ entry.item_vecs_scoring.T
-        raw[:, entry.n_items:] = -np.inf  # the chunk padding
-        lengths = [len(entry.consumed[u]) for u in rows.tolist()]
-        if ro.filter_consumed:
-            r = np.repeat(np.arange(len(rows)), lengths)
-            c = np.concatenate([entry.consumed[u] for u in rows.tolist()]) if r.size else r
-            raw[r, c] = -np.inf
-        if ro.exclude.size:
-            raw[:, ro.exclude] = -np.inf
-        total = entry.n_items
-        masked = (np.asarray(lengths) if ro.filter_consumed else 0) + ro.exclude.size
-        avail = np.full(len(rows), total)
-        short = np.flatnonzero(total - masked < n)  # the rows whose masks might leave < n
-        if short.size:
-            avail[short] = total - np.count_nonzero(raw[short, :total] == -np.inf, axis=1)
-        k = min(n, total)
-        top, exact = _rescored(entry, entry.user_vecs[rows], top_k(raw, k, entry.chunk))
-        item_ids = entry.item_ids
-        top_lists = top.tolist()  # once per block: per-row tolist costs more than the rows
+        rows = [uids[k] for k in known]
+        bans = [entry.consumed[u] for u in rows] if ro.filter_consumed else [None] * len(rows)
+        top, exact, counts = shortlist.top(entry.items, entry.user_vecs[rows], bans,
+                                           ro.exclude, n)
+        # the ids of the whole block at once (per-row conversions cost more than the rows)
+        names = entry.item_ids.take(top[np.arange(top.shape[1]) < counts[:, None]])
+        ends = np.cumsum(counts).tolist()
         if ro.scores:
             score_lists = normalize_scores(entry, exact).tolist()
         for j, kpos in enumerate(known):
-            if avail[j] < n:
-                continue  # short of candidates: the one-by-one path tops up
-            ids = top_lists[j]
-            lists[kpos] = ([(item_ids[i], s) for i, s in zip(ids, score_lists[j])]
-                           if ro.scores else [item_ids[i] for i in ids])
+            ids = names[ends[j] - int(counts[j]):ends[j]]
+            lists[kpos] = list(zip(ids, score_lists[j])) if ro.scores else ids
     return [(u, l if l is not None else recommend(entry, u, n, ro)) for u, l in zip(users, lists)]
 
 
@@ -198,95 +182,15 @@ def _user_row(entry, uid):
 
 
 def _embed_top(entry, uvec, uid, n, ro, extra=None):
-    raw = entry.item_vecs_scoring @ uvec  # fresh array: safe to mask in place
-    raw[entry.n_items:] = -np.inf  # the chunk padding
-    masked = False
-    if ro.filter_consumed and uid is not None:
-        raw[entry.consumed[uid]] = -np.inf
-        masked = True
+    """The exact top n of one user vector (uro_rec.shortlist), with the consumed items of a
+    known user (when filtered) and ``extra`` (an unknown user's observed items) left out."""
+    ban = entry.consumed[uid] if ro.filter_consumed and uid is not None else None
     if extra is not None and extra.size:
-        raw[extra] = -np.inf
-        masked = True
-    if ro.exclude.size:
-        raw[ro.exclude] = -np.inf
-        masked = True
-    total = entry.n_items
-    # Counting the masked entries is a full pass: only needed when the masks could leave
-    # fewer than n candidates.
-    bound = total - (entry.consumed[uid].size if ro.filter_consumed and uid is not None else 0) \
-        - (extra.size if extra is not None else 0) - ro.exclude.size
-    avail = total - int(np.count_nonzero(raw[:total] == -np.inf)) if masked and bound < n else total
-    k = min(n, avail)
-    if k <= 0:
-        return [], []
-    top, exact = _rescored(entry, uvec, top_k(raw[None, :], k, entry.chunk)[0])
-    return top.tolist(), (normalize_scores(entry, exact) if ro.scores else None)
-
-
-def _rescored(entry, uvecs, top):
-    """The chosen items (``top``: k per user) scored again as plain sums of products, and
-    re-sorted by those scores (ties by index). BLAS gives the same bits for a score only
-    within one shape of product: a user scored alone (matrix-vector) and in a block
-    (matrix-matrix, rows at other offsets) differ in the last bit now and then. Summing the
-    few chosen products is the same computation on every path, so recommend,
-    recommend_many and export agree to the last bit."""
-    # numpy's own einsum loop (no BLAS): the same bits for a row alone and in a block
-    exact = np.einsum("...kd,...d->...k", entry.item_vecs_scoring[top], uvecs)
-    order = np.lexsort((top, -exact), axis=-1)
-    if top.ndim == 1:  # one user: plain indexing, a third of take_along_axis's overhead
-        return top[order], exact[order]
-    return np.take_along_axis(top, order, -1), np.take_along_axis(exact, order, -1)
-
-
-def top_k(raw, k, c=None):
-    """Indices of the ``k`` largest values of each row of ``raw`` (B x N, k <= N), best
-    first; among equal values the lower index wins. So the answer is a function of the row
-    alone: the same for a row alone as in a block.
-
-    Any threshold T with at least k values >= T has all of the k best among those values,
-    so only they need sorting. T is the k-th best chunk maximum: cut each row into
-    ~sqrt(N) chunks; the k chunks with the best maxima hold k values >= T. Finding T reads
-    the row once (the chunk maxima), and the values >= T are one comparison and one
-    flatnonzero away; a full argpartition of N = 5,000 values costs several times that.
-    Short rows and long lists take T = the k-th best value itself (np.partition). A row
-    where fewer than k values reach T (NaN among the scores) is sorted whole."""
-    b, n = raw.shape
-    c = c or max(1, int(np.sqrt(n)))
-    chunks = -(-n // c)
-    if k >= chunks or k * c * 4 > n:
-        t = np.partition(raw, n - k, axis=1)[:, n - k]
-    else:
-        pad = chunks * c - n
-        padded = np.pad(raw, ((0, 0), (0, pad)), constant_values=-np.inf) if pad else raw
-        if b == 1:  # one recommend: only the chunks that reach T are read again
-            row = padded[0]
-            maxima = row.reshape(chunks, c).max(axis=1)
-            t = np.partition(maxima, chunks - k)[chunks - k]
-            # (padding sits at indices >= n with -inf: it can reach T only when T is -inf,
-            # and then the k real values at lower indices win the ties)
-            pool = (np.flatnonzero(maxima >= t)[:, None] * c + np.arange(c)).ravel()
-            cand = pool[row[pool] >= t]
-            return (_best_of(row, cand, k) if cand.size >= k else _sorted_row(raw[0], k))[None, :]
-        maxima = padded.reshape(b, chunks, c).max(axis=2)
-        t = np.partition(maxima, chunks - k, axis=1)[:, chunks - k]
-    rows, cols = np.divmod(np.flatnonzero(raw >= t[:, None]), n)
-    counts = np.bincount(rows, minlength=b)
-    if (counts < k).any():
-        return np.stack([_sorted_row(raw[r], k) if counts[r] < k
-                         else _best_of(raw[r], np.flatnonzero(raw[r] >= t[r]), k)
-                         for r in range(b)])
-    order = np.lexsort((-raw[rows, cols], rows))  # stable: ties stay in index order
-    starts = np.cumsum(counts) - counts
-    return cols[order][starts[:, None] + np.arange(k)]
-
-
-def _best_of(row, cand, k):
-    """The k best of ``cand`` (ascending indices): a stable sort keeps ties in index order."""
-    return cand[np.argsort(-row[cand], kind="stable")[:k]]
-
-
-def _sorted_row(row, k):
-    return np.lexsort((np.arange(row.size), -row))[:k]
+        ban = extra if ban is None else np.union1d(ban, extra)
+    top, exact, counts = shortlist.top(entry.items, np.asarray(uvec)[None, :], [ban],
+                                       ro.exclude, n)
+    k = int(counts[0])
+    return top[0, :k].tolist(), (normalize_scores(entry, exact[0, :k]) if ro.scores else None)
 
 
 def _popular(entry, n, ro, banned, taken=()):
@@ -296,11 +200,12 @@ def _popular(entry, n, ro, banned, taken=()):
         skip |= banned
     skip.update(taken)
     ids = []
-    for i in entry.popular_list:
-        if i not in skip:
-            ids.append(i)
-            if len(ids) == n:
-                break
+    for start in range(0, len(entry.popular), 1024):  # (a memory map: read as far as needed)
+        for i in entry.popular[start:start + 1024].tolist():
+            if i not in skip:
+                ids.append(i)
+                if len(ids) == n:
+                    return ids, (entry.pop_score[ids] if ro.scores else None)
     return ids, (entry.pop_score[ids] if ro.scores else None)
 
 
@@ -372,8 +277,8 @@ def predict(entry, user, items, feats=None):
 
 def predict_inner(entry, users, items, batch=8192, feats=None):
     """Scores for inner id pairs; ``n_users`` / ``n_items`` stand for an unknown user / item
-    (libreco's own convention). Embedding models: the same einsum as a recommended list's
-    scores, so predict and recommend agree to the last bit. With ``feats`` (one user):
+    (libreco's own convention). Embedding models: the exact score a recommended list is
+    ranked by (uro_rec.shortlist), so predict and recommend agree to the last bit. With ``feats`` (one user):
     libreco's predict pair by pair (it takes features for one pair at a time), or for an
     embedding model the user vector built from them."""
     users, items = np.asarray(users, dtype=np.intp), np.asarray(items, dtype=np.intp)
@@ -389,9 +294,9 @@ def predict_inner(entry, users, items, batch=8192, feats=None):
         if feats is not None:  # one user, built from the features (TwoTower, YouTubeRetrieval)
             urows[:] = dynamic.user_vector(entry, int(users[0]) if known[0] else None, None,
                                            RecOpts(exclude=_NO_ITEMS, user_feats=feats))
-        irows = entry.item_vecs_scoring[np.minimum(items, entry.n_items - 1)]
+        irows = entry.items.exact_rows(np.minimum(items, entry.n_items - 1))
         irows[items >= entry.n_items] = entry.item_oov
-        return normalize_scores(entry, np.einsum("nd,nd->n", irows, urows))
+        return normalize_scores(entry, shortlist.exact_scores(irows, urows))
     out = []
     with entry.graph_ctx():
         for start in range(0, len(users), batch):
@@ -424,14 +329,15 @@ def similar_items(entry, item, n):
     if n == 0:
         return []
     if entry.kind == "embed":
-        unit = entry.item_unit()
-        sims = unit @ unit[iid]
-        sims[iid] = -np.inf
         k = min(n, entry.n_items - 1)
         if k <= 0:
             return []
-        top = top_k(sims[None, :], k)[0]
-        return [(entry.item_ids[i], float(sims[i])) for i in top.tolist()]
+        items = entry.cosine_items()
+        query = items.exact_rows([iid])[0] * items.scale[iid]
+        top, exact, counts = shortlist.top(items, query[None, :], [np.asarray([iid])],
+                                           None, k)
+        c = int(counts[0])
+        return list(zip(entry.item_ids.take(top[0, :c]), exact[0, :c].tolist()))
     if entry.algorithm == "ItemCF" and getattr(entry.model, "sim_matrix", None) is not None:
         row = entry.model.sim_matrix[iid]
         idx, vals = row.indices, row.data

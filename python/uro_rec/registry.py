@@ -2,7 +2,8 @@
 
 Layout: ``<model_dir>/<name>/<version>/`` with libreco's own files (prefix
 ``model``), ``retrain/`` (the training state a later retrain continues from:
-uro_rec.retrain), ``serving.npz`` for embedding models, plus ``uro_meta.json``, our
+uro_rec.retrain), ``serving/`` for embedding models (memory-mapped .npy files:
+uro_rec.snapshot; versions saved before it have ``serving.npz``), plus ``uro_meta.json``, our
 sidecar: algorithm, task, version, metrics, the feature layout (uro_rec.features) and the
 exact user/item id lists. The sidecar exists because libreco's DataInfo keeps ids
 in numpy arrays: int64 ids come back as ``numpy.int64``, bignums and strings as
@@ -24,7 +25,7 @@ import numpy as np
 from .entry import Entry
 from .errors import BadArg, UnknownModel, internal
 from .options import model_name
-from . import algorithms, signing
+from . import algorithms, signing, snapshot as serving
 
 PREFIX = "model"
 META = "uro_meta.json"
@@ -112,18 +113,21 @@ def save(entry):
         from . import retrain  # (it imports this module)
 
         retrain.save_state(entry, tmp)  # what a later {train, ..., from_version} continues
+        held = []  # the ids serving/ holds, left out of the sidecar
         if entry.kind == "embed":
-            np.savez(os.path.join(tmp, SNAPSHOT), **entry.snapshot_arrays())
+            held = serving.save(entry.snapshot_arrays(), tmp, entry.user_ids, entry.item_ids)
         meta = {
             "format": FORMAT,
             "algorithm": entry.algorithm,
             "task": entry.task,
             "libreco": libreco.__version__,
-            "user_ids": entry.user_ids,
-            "item_ids": entry.item_ids,
+            "user_ids": list(entry.user_ids),
+            "item_ids": list(entry.item_ids),
             "metrics": {str(k): float(v) for k, v in (entry.metrics or {}).items()},
             "features": entry.features,  # the layout user_feats are read with, or None
         }
+        for key in held:
+            del meta[key]
         for _attempt in range(100):
             existing = [int(d) for d in os.listdir(base) if d.isdigit()]
             version = max(existing, default=0) + 1
@@ -144,6 +148,16 @@ def save(entry):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def ids_of(directory, meta):
+    """(user ids, item ids) of a saved version: from its sidecar, or from serving/ for the
+    ids that serving/ holds (uro_rec.idmap: the sidecar leaves those out)."""
+    got = [meta[k] if k in meta else serving.ids(directory, side)
+           for k, side in (("user_ids", "user"), ("item_ids", "item"))]
+    if got[0] is None or got[1] is None:
+        raise KeyError("user_ids")
+    return got
 
 
 def load(name, version=None, path=None):
@@ -171,7 +185,9 @@ def load(name, version=None, path=None):
     try:
         with open(os.path.join(directory, META), encoding="utf-8") as f:
             meta = json.load(f)
-        algorithm, _task, _u, _i = meta["algorithm"], meta["task"], meta["user_ids"], meta["item_ids"]
+        algorithm, _task = meta["algorithm"], meta["task"]
+        snap = serving.load(directory) if serving.exists(directory) else None
+        user_ids, item_ids = ids_of(directory, meta)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BadArg(f"load: {directory}/{META} is not a readable uro_rec model record: {e}") from None
     algorithms.resolve_name(algorithm, "load")
@@ -191,18 +207,23 @@ def load(name, version=None, path=None):
             raise internal(f"load: could not read model files in {directory}: {e}") from e
         return model, data_info, graph
 
-    snapshot = os.path.join(directory, SNAPSHOT)
-    if algorithms.kind(algorithm) == "embed" and os.path.isfile(snapshot):
-        with np.load(snapshot) as snap:
+    snapshot = os.path.join(directory, SNAPSHOT)  # before serving/
+    embed = algorithms.kind(algorithm) == "embed"
+    if embed and snap is not None:
+        entry = Entry.from_snapshot(
+            name, algorithm, meta["task"], user_ids, item_ids,
+            snap, load_libreco, version=meta.get("version"), path=directory)
+    elif embed and os.path.isfile(snapshot):
+        with np.load(snapshot) as npz:
             entry = Entry.from_snapshot(
-                name, algorithm, meta["task"], meta["user_ids"], meta["item_ids"],
-                {k: snap[k] for k in snap.files}, load_libreco,
+                name, algorithm, meta["task"], user_ids, item_ids,
+                {k: npz[k] for k in npz.files}, load_libreco,
                 version=meta.get("version"), path=directory)
     else:
         model, data_info, graph = load_libreco(later=False)
         entry = Entry(
             name, algorithm, meta["task"], model, data_info, graph,
-            meta["user_ids"], meta["item_ids"], version=meta.get("version"), path=directory,
+            user_ids, item_ids, version=meta.get("version"), path=directory,
         )
     entry.metrics = meta.get("metrics", {})
     entry.features = meta.get("features")

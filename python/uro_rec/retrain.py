@@ -99,7 +99,7 @@ def retrain(name, spec):
     kwargs = algorithms.constructor_kwargs(cls, params, info.n_items, where)
     model, graph = training.fit_model(cls, task, info, trainset, kwargs, spec, df, where,
                                       rebuild=lambda m: _rebuild(m, state, where))
-    entry = _entry(name, algorithm, task, model, info, graph, meta)
+    entry = _entry(name, algorithm, task, model, info, graph, meta, directory)
     entry.features = layout
     return training.finish(entry, test_df, ev, spec, time.perf_counter() - started)
 
@@ -163,13 +163,14 @@ def _rebuild(model, state, where):
                      f"{state}: {e}") from e
 
 
-def _entry(name, algorithm, task, model, info, graph, meta):
+def _entry(name, algorithm, task, model, info, graph, meta, directory):
     """Old ids keep their exact Python values (the version's sidecar); new ones follow in
     LibRecommender's order."""
     from .entry import Entry
 
-    users = list(meta["user_ids"]) + info.user_unique_vals[len(meta["user_ids"]):].tolist()
-    items = list(meta["item_ids"]) + info.item_unique_vals[len(meta["item_ids"]):].tolist()
+    old_users, old_items = registry.ids_of(directory, meta)  # (serving/ may hold them)
+    users = list(old_users) + info.user_unique_vals[len(old_users):].tolist()
+    items = list(old_items) + info.item_unique_vals[len(old_items):].tolist()
     entry = Entry(name, algorithm, task, model, info, graph, users, items)
     entry.trained_here = True
     return entry

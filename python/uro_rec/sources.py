@@ -15,7 +15,6 @@ integer and string ids in one column is refused: libreco sorts the unique ids,
 which fails on mixed types, and the caller almost surely has a bug.
 """
 import numpy as np
-import pandas as pd
 
 from . import csv_reader, db, limits, sql_text
 from .errors import BadArg
@@ -94,6 +93,7 @@ def from_rows(rows, where="data"):
 
 
 def _frame(users, items, labels, times, where):
+    import pandas as pd  # (here: a serving port never needs pandas, ~25 MB a process)
     cols = {
         "user": id_column(users, where, "user"),
         "item": id_column(items, where, "item"),
@@ -151,6 +151,7 @@ def from_sql(query, params, where="data"):
 
     The first columns are user, item, label and optionally time, in that order. Numeric
     columns arrive as one buffer each (no Python object per row)."""
+    import pandas as pd  # (here: a serving port never needs pandas, ~25 MB a process)
     names, cols, rows = sql_columns(query, params, where)
     if len(cols) < 3:
         raise BadArg(f"{where}: the query must return user, item, label[, time] columns, "

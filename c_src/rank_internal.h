@@ -1,0 +1,100 @@
+/*
+ * rank_internal.h: what the two passes of c_src/rank.c share: the bounded heap and the bans.
+ * rank_fast.c (the float32 pass, its own file for its own floating-point flags) fills heaps;
+ * rank.c does the rest.
+ */
+#ifndef URO_RANK_INTERNAL_H
+#define URO_RANK_INTERNAL_H
+
+#include "rank.h"
+
+/* ---- a bounded heap of (score, index): the root is the worst kept ---------------------- */
+
+struct heap {
+    double *key;
+    int64_t *idx;
+    int64_t size, cap;
+};
+
+static inline int worse(double ka, int64_t ia, double kb, int64_t ib)
+{
+    return ka < kb || (ka == kb && ia > ib);
+}
+
+static inline void heap_swap(struct heap *h, int64_t a, int64_t b)
+{
+    double k = h->key[a];
+    int64_t i = h->idx[a];
+    h->key[a] = h->key[b];
+    h->idx[a] = h->idx[b];
+    h->key[b] = k;
+    h->idx[b] = i;
+}
+
+static inline void sift_down(struct heap *h, int64_t at)
+{
+    for (;;) {
+        int64_t l = 2 * at + 1, r = l + 1, w = at;
+        if (l < h->size && worse(h->key[l], h->idx[l], h->key[w], h->idx[w]))
+            w = l;
+        if (r < h->size && worse(h->key[r], h->idx[r], h->key[w], h->idx[w]))
+            w = r;
+        if (w == at)
+            return;
+        heap_swap(h, at, w);
+        at = w;
+    }
+}
+
+/* Keeps (key, idx) if it is among the cap best seen. */
+static inline void heap_offer(struct heap *h, double key, int64_t idx)
+{
+    if (h->size < h->cap) {
+        int64_t at = h->size++;
+        h->key[at] = key;
+        h->idx[at] = idx;
+        while (at > 0) {
+            int64_t up = (at - 1) / 2;
+            if (!worse(h->key[at], h->idx[at], h->key[up], h->idx[up]))
+                break;
+            heap_swap(h, at, up);
+            at = up;
+        }
+    } else if (worse(h->key[0], h->idx[0], key, idx)) {
+        h->key[0] = key;
+        h->idx[0] = idx;
+        sift_down(h, 0);
+    }
+}
+
+/* ---- bans: two sorted lists -------------------------------------------------------------- */
+
+struct bans {
+    const int64_t *a, *b;
+    int64_t na, nb;
+};
+
+static inline int in_sorted(const int64_t *v, int64_t n, int64_t x)
+{
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && v[lo] == x;
+}
+
+static inline int banned(const struct bans *b, int64_t j)
+{
+    return in_sorted(b->a, b->na, j) || in_sorted(b->b, b->nb, j);
+}
+
+/* The float32 pass for g users at once: heaps[k] gets the cap best scores of user k
+ * (rank_fast.c). */
+void rank_shortlist(const struct rank_items *it, const float *u32, int g,
+                    const struct bans *bans, struct heap *heaps);
+
+#endif
