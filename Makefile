@@ -12,7 +12,7 @@
 #                 the lists read back by SQL, forget_user, a refused run (bench/uro_demo.exs)
 #   make bench    latency against the bare echo port, interleaved call by call; the database
 #                 benchmark; the recorder; retraining on 10 % new data against full training;
-#                 throughput with 1, 8 and 64 concurrent clients, batching off and on
+#                 throughput with 1, 8 and 64 concurrent clients, batching off and on;
 #                 recommend against catalogue size (bench-catalogue)
 #
 # The virtualenv lives outside the checkout (scripts/setup.sh says where); override with
