@@ -39,9 +39,12 @@ EI_ROOT  := $(shell erl -noshell -eval 'io:format("~s", [code:lib_dir(erl_interf
 CC       ?= cc
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS   ?= -O2 -g
+# No path of this machine in any object (the debug info's too): the binary travels
+# (make test-relocate checks it).
+NO_BUILD_PATH := -ffile-prefix-map=$(TOP)=.
 CPPFLAGS += -I$(PY_INC) -I$(EI_ROOT)/include -I$(shell pg_config --includedir 2>/dev/null) \
             -DURO_REC_VERSION='"$(VERSION)"' -DURO_REC_PROTOCOL=$(PROTOCOL) \
-            -DURO_REC_VENV_HASH='"$(VENV_HASH)"' -ffile-prefix-map=$(TOP)=.
+            -DURO_REC_VENV_HASH='"$(VENV_HASH)"' $(NO_BUILD_PATH)
 LDLIBS_PY = -L$(PY_LIBDIR) $(PY_RPATH) -lpython$(PY_LDVER) -ldl -lm
 LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
 LDLIBS_PQ = -lpq -lz
@@ -119,10 +122,10 @@ priv/uro_recommender: $(PORT_SRC) $(HDRS) $(RANK_OBJ) Makefile python/requiremen
 RANK_CFLAGS ?= -O3
 _build/rank.o: c_src/rank.c c_src/rank.h c_src/rank_internal.h Makefile
 	@mkdir -p _build
-	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=off -fPIC $(WARN) -c -o $@ $<
+	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=off -fPIC $(WARN) $(NO_BUILD_PATH) -c -o $@ $<
 _build/rank_fast.o: c_src/rank_fast.c c_src/rank.h c_src/rank_internal.h Makefile
 	@mkdir -p _build
-	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=fast -fPIC $(WARN) -c -o $@ $<
+	$(CC) $(CFLAGS) $(RANK_CFLAGS) -ffp-contract=fast -fPIC $(WARN) $(NO_BUILD_PATH) -c -o $@ $<
 
 $(RANK_EXT): c_src/rank_py.c c_src/rank_py.h $(RANK_OBJ)
 	@mkdir -p _build/py
