@@ -246,6 +246,9 @@ def test_memory_mapped_ids_behave_as_the_dict_did(tmp_path):
         assert idmap.save(ids, str(tmp_path), "r", write)
         got = idmap.load(str(tmp_path), "r")
         assert (got.start is not None) == (ids == [7, 8, 9, 10])
+        for idx in ([2, 0, 1], np.asarray([2, 0, 1])):  # a list (an add) or an array (numpy)
+            taken = got.take(idx)
+            assert taken == [ids[2], ids[0], ids[1]] and all(type(x) is int for x in taken)
         for p in (6, 7, 8, 9, 10, 11, 9.0, True, "8", -1):
             assert got.index.get(p) == {x: i for i, x in enumerate(ids)}.get(p), (ids, p)
     assert not idmap.save([1, "1"], str(tmp_path), "y", write)      # mixed: the sidecar
