@@ -10,7 +10,8 @@ predict's scores. Ties go to the lower inner index (today's rule, as before).
 n items, the shortlist is scored exactly, and a float32 error bound decides whether the
 shortlist was provably enough (else it grows, then every item is scored exactly: rank.c's file
 comment). Without the kernel (plain Python tools) or for values float32 cannot hold, every
-item is scored exactly here in numpy: slower, the same lists.
+item is scored exactly here in numpy: slower, the same lists. :func:`top_one` is the same for
+one user (``rank_one``: recommend's path, the lists come back as lists, no array is built).
 """
 import numpy as np
 
