@@ -136,18 +136,68 @@ INLINE void shortlist(const struct rank_items *it, const float *u32, int g,
     }
 }
 
+/* The worst score kept once the heap is full, else -inf: what a new score must beat (a float:
+ * the keys are floats). */
+INLINE float threshold(const struct heap *h)
+{
+    return h->size == h->cap ? (float)h->key[0] : -INFINITY;
+}
+
+/* One user (recommend's case), the heap shortlist() would fill: the threshold stays in a
+ * register and is read again only when the heap changed, and no per-user loop runs around
+ * each block of rows (that bookkeeping cost as much as the products at 10k x 32). */
+INLINE void shortlist_one(const struct rank_items *it, const float *u32,
+                          const struct bans *bans, struct heap *h)
+{
+    const int d = it->d;
+    float worst = threshold(h);
+    int64_t j = 0;
+    for (; j + 4 <= it->n; j += 4) {
+        float s[4];
+        dot32x4(u32, it->v32 + j * d, d, s);
+        if (it->scale)
+            for (int r = 0; r < 4; r++)
+                s[r] *= (float)it->scale[j + r];
+        if (!(s[0] > worst || s[1] > worst || s[2] > worst || s[3] > worst))
+            continue;
+        for (int r = 0; r < 4; r++) /* in index order: a tie with the worst kept loses */
+            if (s[r] > worst && !banned(bans, j + r)) {
+                heap_offer(h, (double)s[r], j + r);
+                worst = threshold(h);
+            }
+    }
+    for (; j < it->n; j++) {
+        float s = dot32(u32, it->v32 + j * d, d);
+        if (it->scale)
+            s *= (float)it->scale[j];
+        if (s > worst && !banned(bans, j)) {
+            heap_offer(h, (double)s, j);
+            worst = threshold(h);
+        }
+    }
+}
+
+INLINE void shortlist_any(const struct rank_items *it, const float *u32, int g,
+                          const struct bans *bans, struct heap *heaps)
+{
+    if (g == 1)
+        shortlist_one(it, u32, bans, heaps);
+    else
+        shortlist(it, u32, g, bans, heaps);
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__AVX2__)
 __attribute__((target("avx2,fma"))) static void shortlist_avx2(
     const struct rank_items *it, const float *u32, int g, const struct bans *bans,
     struct heap *heaps)
 {
-    shortlist(it, u32, g, bans, heaps);
+    shortlist_any(it, u32, g, bans, heaps);
 }
 
 static void shortlist_base(const struct rank_items *it, const float *u32, int g,
                            const struct bans *bans, struct heap *heaps)
 {
-    shortlist(it, u32, g, bans, heaps);
+    shortlist_any(it, u32, g, bans, heaps);
 }
 
 void rank_shortlist(const struct rank_items *it, const float *u32, int g,
@@ -167,6 +217,6 @@ void rank_shortlist(const struct rank_items *it, const float *u32, int g,
 void rank_shortlist(const struct rank_items *it, const float *u32, int g,
                     const struct bans *bans, struct heap *heaps)
 {
-    shortlist(it, u32, g, bans, heaps);
+    shortlist_any(it, u32, g, bans, heaps);
 }
 #endif

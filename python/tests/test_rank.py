@@ -246,6 +246,9 @@ def test_memory_mapped_ids_behave_as_the_dict_did(tmp_path):
         assert idmap.save(ids, str(tmp_path), "r", write)
         got = idmap.load(str(tmp_path), "r")
         assert (got.start is not None) == (ids == [7, 8, 9, 10])
+        for idx in ([2, 0, 1], np.asarray([2, 0, 1])):  # a list (an add) or an array (numpy)
+            taken = got.take(idx)
+            assert taken == [ids[2], ids[0], ids[1]] and all(type(x) is int for x in taken)
         for p in (6, 7, 8, 9, 10, 11, 9.0, True, "8", -1):
             assert got.index.get(p) == {x: i for i, x in enumerate(ids)}.get(p), (ids, p)
     assert not idmap.save([1, "1"], str(tmp_path), "y", write)      # mixed: the sidecar
@@ -283,3 +286,27 @@ def test_saved_versions_map_their_files_and_old_versions_still_load(model_dir, r
     commands.load("rank_npy", {"path": old})
     assert [commands.recommend("rank_npy", u, 5, None) for u in users] == want
     assert not snapshot.mapped(registry.get("rank_npy").items.v32)
+
+
+def test_one_user_gives_the_lists_of_the_block():
+    """top_one (recommend's path: lists from the kernel) against top, on float32, float64,
+    float16 and strided user vectors, with and without bans, scores and a catalogue the
+    kernel declines (not finite: numpy ranks)."""
+    rng = np.random.default_rng(5)
+    vecs = tricky_factors(rng, 3000, 32)
+    nan = vecs.copy()
+    nan[::7, 2] = np.nan
+    for items in (shortlist.Items.of(vecs), shortlist.Items.of(nan)):
+        shared = np.unique(rng.integers(0, 3000, 5))
+        for b in range(12):
+            u = rng.standard_normal(32)
+            u = (u.astype(np.float32), u, u.astype(np.float16), np.repeat(u, 2)[::2])[b % 4]
+            ban = None if b % 3 == 0 else np.unique(rng.integers(0, 3000, 30))
+            for n in (1, 10, 5000):
+                idx, exact, counts = shortlist.top(items, np.asarray(u, np.float64)[None],
+                                                   [ban], shared, n)
+                c = int(counts[0])
+                ids, scores = shortlist.top_one(items, u, ban, shared, n, scores=True)
+                assert ids == idx[0, :c].tolist(), (b, n)
+                assert np.array_equal(scores, exact[0, :c], equal_nan=True), (b, n)
+                assert shortlist.top_one(items, u, ban, shared, n) == (ids, None)

@@ -90,6 +90,8 @@ class Ids:
 
     def take(self, idx):
         """The ids of inner indices ``idx``, as a list of Python values."""
+        if self.start is not None and type(idx) is list:  # recommend's: an add beats numpy
+            return [self.start + i for i in idx]
         return self.arr[np.asarray(idx, dtype=np.intp)].tolist() if len(idx) else []
 
     def __iter__(self):

@@ -187,10 +187,9 @@ def _embed_top(entry, uvec, uid, n, ro, extra=None):
     ban = entry.consumed[uid] if ro.filter_consumed and uid is not None else None
     if extra is not None and extra.size:
         ban = extra if ban is None else np.union1d(ban, extra)
-    top, exact, counts = shortlist.top(entry.items, np.asarray(uvec)[None, :], [ban],
-                                       ro.exclude, n)
-    k = int(counts[0])
-    return top[0, :k].tolist(), (normalize_scores(entry, exact[0, :k]) if ro.scores else None)
+    ids, exact = shortlist.top_one(entry.items, np.asarray(uvec), ban, ro.exclude, n,
+                                   ro.scores)
+    return ids, (normalize_scores(entry, exact) if ro.scores else None)
 
 
 def _popular(entry, n, ro, banned, taken=()):

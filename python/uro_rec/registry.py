@@ -60,6 +60,10 @@ def get(name):
 def lookup(name, where):
     """The loaded model a command names: the name checked (BadArg), then found
     (UnknownModel)."""
+    if type(name) is str:  # every loaded model's name passed model_name: found means valid
+        entry = MODELS.get(name)
+        if entry is not None:
+            return entry
     return get(model_name(name, where))
 
 

@@ -10,17 +10,20 @@ predict's scores. Ties go to the lower inner index (today's rule, as before).
 n items, the shortlist is scored exactly, and a float32 error bound decides whether the
 shortlist was provably enough (else it grows, then every item is scored exactly: rank.c's file
 comment). Without the kernel (plain Python tools) or for values float32 cannot hold, every
-item is scored exactly here in numpy: slower, the same lists.
+item is scored exactly here in numpy: slower, the same lists. :func:`top_one` is the same for
+one user (``rank_one``: recommend's path, the lists come back as lists, no array is built).
 """
 import numpy as np
 
 try:  # pragma: no cover - inside the port
+    from _uro_port import rank_one as _kernel_one  # type: ignore[import-not-found]
     from _uro_port import rank_top as _kernel  # type: ignore[import-not-found]
 except ImportError:
     try:
+        from _uro_rank import rank_one as _kernel_one  # type: ignore[import-not-found]
         from _uro_rank import rank_top as _kernel  # type: ignore[import-not-found]
     except ImportError:
-        _kernel = None
+        _kernel = _kernel_one = None
 
 _NONE = np.empty(0, dtype=np.int64)
 
@@ -111,6 +114,25 @@ def top(items, users, bans, shared, n):
         counts[r] = len(found)
         idx[r, :len(found)], scores[r, :len(found)] = found, sc
     return idx, scores, counts
+
+
+def top_one(items, u, ban, shared, n, scores=False):
+    """:func:`top` for one user ``u`` (d,): ``(ids, exact)``, the inner ids as a list and,
+    when ``scores``, their exact scores as a list (else None). recommend's path: the kernel
+    gives lists, no array is built."""
+    shared = _NONE if shared is None or not len(shared) else shared
+    if not (u.dtype.char in "fd" and u.flags.c_contiguous):  # what the kernel reads as it is
+        u = np.ascontiguousarray(u, dtype=np.float64)
+    got = None
+    if _kernel_one is not None:
+        got = _kernel_one(items.v32, items.v64, items.scale, items.bound_norm, u, ban, shared,
+                          min(n, items.n), scores)
+    if got is not None:
+        COUNTS["widened"] += got[2]
+        COUNTS["full"] += got[3]
+        return got[0], got[1]
+    found, sc = exact_top(items, np.asarray(u, dtype=np.float64), ban, shared, min(n, items.n))
+    return found.tolist(), (sc.tolist() if scores else None)
 
 
 def exact_top(items, u, ban, shared, n):
