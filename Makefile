@@ -44,7 +44,7 @@ LDLIBS_PY = -L$(PY_LIBDIR) $(PY_RPATH) -lpython$(PY_LDVER) -ldl -lm
 LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
 LDLIBS_PQ = -lpq -lz
 
-PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_check.c \
+PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_check.c c_src/term_canon.c \
             c_src/frames.c c_src/pybridge.c c_src/commands.c c_src/stats.c c_src/check.c \
             c_src/deadline.c c_src/db_connection.c c_src/db_columns.c c_src/db_execute.c \
             c_src/copytext.c c_src/paths.c
@@ -95,7 +95,7 @@ priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ c_src/echo_port.c c_src/erlcmd.c $(LDLIBS_EI)
 
 # ---- tests ----------------------------------------------------------------------------------
-UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/term_check.c c_src/request.c c_src/copytext.c \
+UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/term_check.c c_src/term_canon.c c_src/request.c c_src/copytext.c \
             c_src/paths.c
 TESTS    := test_erlcmd test_term test_copytext test_paths
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
