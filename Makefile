@@ -51,7 +51,7 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
+        test-property test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
         bench-retrain clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
@@ -123,6 +123,11 @@ test-python:
 test-replay: build
 	escript test/replay/replay.escript priv/uro_recommender test/replay/*.session
 
+# Random and mutated frames against the real port, binary_to_term as the oracle; every frame
+# answered once, every reply decodable, RSS bounded (test/property.escript; 60 s at most).
+test-property: build
+	escript test/property.escript priv/uro_recommender --frames 20000 --seconds 60 --rss-growth-mb 64
+
 test-matrix: build
 	escript test/matrix.escript priv/uro_recommender
 
@@ -143,7 +148,7 @@ check-elixir-newer:
 test-db: build
 	escript test/db_test.escript priv/uro_recommender
 
-test-all: build test-c test-sanitize test-python test-replay test-db test-matrix test-elixir \
+test-all: build test-c test-sanitize test-python test-replay test-property test-db test-matrix test-elixir \
           test-relocate test-host
 	@echo "make test: all suites passed"
 

@@ -12,7 +12,8 @@
  * than 255 characters, NaN and infinities, malformed FLOAT_EXT text, bitstrings with a bit
  * count out of range, bignums past the BEAM's size, identifiers with numbers out of range,
  * maps with two equal keys (term_canon.c), malformed funs. Trailing bytes after the term are
- * ignored, as binary_to_term ignores them.
+ * ignored, as binary_to_term ignores them. The one thing binary_to_term reads and the port
+ * refuses: erts's internal atom-index tags (below).
  */
 #include "term.h"
 
@@ -28,6 +29,12 @@
 /* The BEAM's limits (OTP 25): characters in an atom, bytes in a bignum (BIG_ARITY_MAX
  * digits of 8 bytes), words in a reference, and the number fields of the local node's
  * identifiers (erts's ERTS_MAX_PID_NUMBER and friends). */
+/* Two tags of erts's own internal format that binary_to_term also reads: an atom given as a
+ * 2- or 3-byte index into the reading node's atom table. No encoder of the external format
+ * writes them and the port cannot resolve them: the one documented disagreement. */
+#define ATOM_INTERNAL_REF2 'I'
+#define ATOM_INTERNAL_REF3 'K'
+
 #define MAX_ATOM_CHARS 255
 #define MAX_BIG_BYTES (((1u << 19) - 1) * 8)
 #define MAX_REF_WORDS 5
@@ -478,6 +485,11 @@ static int validate_term(struct cursor *c, int depth)
         return validate_identifier(c, tag);
     case ERL_NEW_FUN_EXT:       return validate_fun(c, depth);
     case ERL_EXPORT_EXT:        return validate_export(c);
+    case ATOM_INTERNAL_REF2:
+    case ATOM_INTERNAL_REF3:
+        return term_fail(c->err, "bad_frame", "erts-internal atom index (tag %u) at byte %zu: "
+                         "an index into the sender's atom table, which the port cannot read",
+                         tag, c->pos);
     default:
         return term_fail(c->err, "bad_frame", "unsupported term tag %u at byte %zu", tag, c->pos);
     }
