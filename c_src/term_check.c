@@ -12,8 +12,9 @@
  * than 255 characters, NaN and infinities, malformed FLOAT_EXT text, bitstrings with a bit
  * count out of range, bignums past the BEAM's size, identifiers with numbers out of range,
  * maps with two equal keys (term_canon.c), malformed funs. Trailing bytes after the term are
- * ignored, as binary_to_term ignores them. The one thing binary_to_term reads and the port
- * refuses: erts's internal atom-index tags (below).
+ * ignored, as binary_to_term ignores them. What binary_to_term reads and the port refuses:
+ * erts's internal atom-index tags (below), and a local NEWER_REFERENCE_EXT without words,
+ * which the BEAM reads in one position and refuses in others.
  */
 #include "term.h"
 
@@ -212,9 +213,12 @@ static int check_ident_numbers(struct cursor *c, size_t at, unsigned char tag,
     default: { /* NEW_REFERENCE_EXT, NEWER_REFERENCE_EXT: the words after the creation */
         const unsigned char *w = f + (tag == ERL_NEW_REFERENCE_EXT ? 1 : 4);
         int always = tag == ERL_NEW_REFERENCE_EXT;
-        if (words > MAX_REF_WORDS || (local && words > MAX_LOCAL_REF_WORDS) ||
-            (local && !always && words == 0))
+        if (words > MAX_REF_WORDS || (local && words > MAX_LOCAL_REF_WORDS))
             return bad_ident(c, at, "reference with a word count out of range");
+        /* binary_to_term reads this one as the last element of a tuple and refuses it
+         * elsewhere, so an echo of it in a reply's Ref could not be read: refused. */
+        if (local && !always && words == 0)
+            return bad_ident(c, at, "local reference without words");
         if (words > 0 && (always || local) && be32(w) >= REF_FIRST_WORD_LIMIT)
             return bad_ident(c, at, "reference number out of range");
         return 0;

@@ -18,8 +18,9 @@
 %%     a Ref =:= Ref and is {ok, _} or an error other than bad_frame (the documented refusals,
 %%     pids, funs..., are badarg);
 %%   - the BEAM reads another term: bad_frame with Ref undefined;
-%%   - the one documented exception: erts's internal atom-index tags (73, 75), which
-%%     binary_to_term reads as indexes into its own atom table, are bad_frame.
+%%   - the documented exceptions (docs/PROTOCOL.md) are bad_frame: erts's internal
+%%     atom-index tags (73, 75), which binary_to_term reads as indexes into its own atom table,
+%%     and a local reference without words, which it reads as the last element of a tuple only.
 %%
 %% Every frame gets exactly one reply, in order (a sentinel ping ends each window), and every
 %% frame the port sends decodes with binary_to_term. The port's resident memory is sampled every
@@ -113,7 +114,10 @@ verdict(_, timeout) -> {bad, no_reply};
 verdict(refused, {reply, undefined, {error, {bad_frame, _}}}) -> ok;
 verdict(refused, _) -> {bad, port_accepted_what_the_beam_refuses};
 verdict({accepted, _}, {reply, undefined, {error, {bad_frame, <<"erts-internal atom index", _/binary>>}}}) ->
-    ok; % the documented disagreement (docs/PROTOCOL.md): an index into the client's atom table
+    ok; % a documented disagreement (docs/PROTOCOL.md): an index into the client's atom table
+verdict({accepted, _}, {reply, undefined, {error, {bad_frame, <<"identifier at byte ", Rest/binary>>}}})
+  when binary_part(Rest, byte_size(Rest), -29) =:= <<"local reference without words">> ->
+    ok; % the other: binary_to_term reads it as the last element of a tuple only
 verdict({accepted, T}, Reply) when is_tuple(T), tuple_size(T) =:= 3 orelse tuple_size(T) =:= 4,
                                    element(1, T) =:= call ->
     Ref = element(2, T),
