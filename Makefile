@@ -51,7 +51,7 @@ PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_
 HDRS     := $(wildcard c_src/*.h)
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-property test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
+        test-property test-fuzz fuzz soak test-elixir test-host test-db check-elixir-newer demo bench bench-db bench-interactions \
         bench-retrain clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
@@ -123,6 +123,32 @@ test-python:
 test-replay: build
 	escript test/replay/replay.escript priv/uro_recommender test/replay/*.session
 
+# ---- fuzzing (docs/OPERATIONS.md, "Fuzzing") ---------------------------------------------------
+# libFuzzer over the term codec (test/fuzz/fuzz_term.c), clang with ASan and UBSan. `make fuzz`
+# runs it for FUZZ_SECONDS growing test/fuzz/corpus, then the frame-mutation fuzzer against the
+# real port for as long; `make test-fuzz` is the 30 s smoke run that make test includes (new
+# inputs go to a temporary directory, the committed corpus is only read).
+FUZZ_SECONDS ?= 600
+FUZZ_SRC := c_src/term.c c_src/term_check.c c_src/term_canon.c c_src/request.c
+FUZZ_RUN  = ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 PYTHONHOME=
+
+_build/fuzz/fuzz_term: test/fuzz/fuzz_term.c $(FUZZ_SRC) $(HDRS)
+	@mkdir -p _build/fuzz
+	clang $(CPPFLAGS) -Ic_src -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -fno-omit-frame-pointer -o $@ $< $(FUZZ_SRC) $(LDLIBS_PY) $(TEST_FLAGS) $(LDLIBS_EI) -lz
+
+fuzz: _build/fuzz/fuzz_term build
+	@mkdir -p test/fuzz/corpus
+	$(FUZZ_RUN) nice -n 10 $< -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  test/fuzz/corpus
+	nice -n 10 escript test/property.escript priv/uro_recommender --frames 100000000 \
+	  --seconds $(FUZZ_SECONDS) --rss-growth-mb 64
+
+test-fuzz: _build/fuzz/fuzz_term
+	@rm -rf _build/fuzz/new && mkdir -p _build/fuzz/new
+	$(FUZZ_RUN) $< -max_total_time=30 -max_len=4096 -print_final_stats=1 _build/fuzz/new \
+	  test/fuzz/corpus
+
 # Random and mutated frames against the real port, binary_to_term as the oracle; every frame
 # answered once, every reply decodable, RSS bounded (test/property.escript; 60 s at most).
 test-property: build
@@ -148,7 +174,7 @@ check-elixir-newer:
 test-db: build
 	escript test/db_test.escript priv/uro_recommender
 
-test-all: build test-c test-sanitize test-python test-replay test-property test-db test-matrix test-elixir \
+test-all: build test-c test-sanitize test-fuzz test-python test-replay test-property test-db test-matrix test-elixir \
           test-relocate test-host
 	@echo "make test: all suites passed"
 
