@@ -4,9 +4,12 @@
 #                 with MIX_APP_PATH set (`mix compile` sets it), lay the port out in
 #                 $(MIX_APP_PATH)/priv too (see "As a Mix dependency" below)
 #   make setup    Debian packages and the Python virtualenv (idempotent; seconds when done)
-#   make test     everything CI runs: C unit tests (plain, then ASan+UBSan), pytest, the
-#                 term-replay sessions, the model matrix, the ExUnit suite, the relocation check,
-#                 a new Mix host depending on this repository (test/host/)
+#   make test     everything CI runs: C unit tests (plain, then ASan+UBSan), 30 s of the codec
+#                 fuzzer, pytest, the term-replay sessions, the frame property test, the model
+#                 matrix, the ExUnit suite, the relocation check, a new Mix host depending on
+#                 this repository (test/host/)
+#   make fuzz     the codec fuzzer and the frame fuzzer, FUZZ_SECONDS (600) each
+#   make soak     10^6 mixed calls against one port, RSS sampled: bench/SOAK.md
 #   make install PREFIX=DIR   a movable tree: port, python/uro_rec, sql/, venv/ (see below)
 #   make demo     uro's story on uro-shaped tables: visits recorded, a scheduled run, the gate,
 #                 the lists read back by SQL, forget_user, a refused run (bench/uro_demo.exs)
@@ -148,6 +151,11 @@ test-fuzz: _build/fuzz/fuzz_term
 	@rm -rf _build/fuzz/new && mkdir -p _build/fuzz/new
 	$(FUZZ_RUN) $< -max_total_time=30 -max_len=4096 -print_final_stats=1 _build/fuzz/new \
 	  test/fuzz/corpus
+
+# 10^6 mixed calls against one port, RSS sampled: bench/SOAK.md (bench/soak.escript).
+SOAK_CALLS ?= 1000000
+soak: build
+	nice -n 10 escript bench/soak.escript priv/uro_recommender $(SOAK_CALLS) bench/SOAK.md
 
 # Random and mutated frames against the real port, binary_to_term as the oracle; every frame
 # answered once, every reply decodable, RSS bounded (test/property.escript; 60 s at most).

@@ -4,7 +4,8 @@
  * Every row of the type table in docs/PROTOCOL.md both ways, bignums past 2^64, UTF-8 and
  * Latin-1 atoms, the refusals, the depth limit, and a corpus of malformed frames (every
  * truncation, bad version bytes, bad tags, lying lengths, random mutations): each must give
- * an error or a value, never a crash. Run plain and under AddressSanitizer + UBSan.
+ * an error or a value, never a crash; and what binary_to_term refuses (measured on OTP 25),
+ * which the validator must refuse too. Run plain and under AddressSanitizer + UBSan.
  */
 #include <stdarg.h>
 #include <stddef.h>
