@@ -88,6 +88,12 @@ static int take_counted(struct cursor *c, int width, size_t head)
 
 static int validate_term(struct cursor *c, int depth);
 
+static int internal_atom_index(struct cursor *c, unsigned char tag, size_t at)
+{
+    return term_fail(c->err, "bad_frame", "erts-internal atom index (tag %u) at byte %zu: an "
+                     "index into the sender's atom table, which the port cannot read", tag, at);
+}
+
 /* Strict UTF-8 as erts reads atoms: no overlong forms, no surrogates, nothing past
  * U+10FFFF. Returns the number of characters, or -1. */
 static long utf8_chars(const unsigned char *s, size_t n)
@@ -135,6 +141,9 @@ static int validate_atom_named(struct cursor *c, const unsigned char **name, siz
             return -1;
         n = c->buf[c->pos++];
         break;
+    case ATOM_INTERNAL_REF2:
+    case ATOM_INTERNAL_REF3:
+        return internal_atom_index(c, tag, at);
     default:
         return term_fail(c->err, "bad_frame", "expected an atom at byte %zu, found tag %u", at,
                          tag);
@@ -491,9 +500,7 @@ static int validate_term(struct cursor *c, int depth)
     case ERL_EXPORT_EXT:        return validate_export(c);
     case ATOM_INTERNAL_REF2:
     case ATOM_INTERNAL_REF3:
-        return term_fail(c->err, "bad_frame", "erts-internal atom index (tag %u) at byte %zu: "
-                         "an index into the sender's atom table, which the port cannot read",
-                         tag, c->pos);
+        return internal_atom_index(c, tag, c->pos);
     default:
         return term_fail(c->err, "bad_frame", "unsupported term tag %u at byte %zu", tag, c->pos);
     }
