@@ -11,7 +11,8 @@
  * byte, and a reply the client cannot decode crashes it: atoms that are not UTF-8 or longer
  * than 255 characters, NaN and infinities, malformed FLOAT_EXT text, bitstrings with a bit
  * count out of range, bignums past the BEAM's size, identifiers with numbers out of range,
- * maps with two equal keys (term_canon.c), malformed funs. Trailing bytes after the term are
+ * maps with two equal keys (term_canon.c), funs and exports with fields of the wrong type.
+ * Trailing bytes after the term are
  * ignored, as binary_to_term ignores them. What binary_to_term reads and the port refuses:
  * erts's internal atom-index tags (below), and a local NEWER_REFERENCE_EXT without words,
  * which the BEAM reads in one position and refuses in others.
@@ -336,30 +337,21 @@ static int validate_integer(struct cursor *c, int *negative)
     return 0;
 }
 
-/* NEW_FUN_EXT: Size (counting itself and all after the tag), Arity, Uniq (16 bytes), Index,
- * NumFree, Module, OldIndex, OldUniq, Pid, then NumFree terms; Size must be exact. */
+/* NEW_FUN_EXT: Size, Arity, Uniq (16 bytes), Index, NumFree, Module (an atom), OldIndex and
+ * OldUniq (integers), Pid, then NumFree terms. As binary_to_term reads it (OTP 25, measured):
+ * Size is not checked at all and the Pid slot may hold any term, so the walk goes by the
+ * fields, never by Size. */
 static int validate_fun(struct cursor *c, int depth)
 {
-    size_t at = c->pos;
     if (need(c, 1 + 4 + 1 + 16 + 4 + 4) < 0)
         return -1;
-    uint32_t size = be32(c->buf + at + 1);
-    uint32_t free_vars = be32(c->buf + at + 26);
+    uint32_t free_vars = be32(c->buf + c->pos + 26);
     c->pos += 30;
     int negative;
     if (validate_atom(c) < 0 || validate_integer(c, &negative) < 0 ||
-        validate_integer(c, &negative) < 0)
+        validate_integer(c, &negative) < 0 || validate_term(c, depth + 1) < 0)
         return -1;
-    if (need(c, 1) < 0)
-        return -1;
-    unsigned char pid = c->buf[c->pos];
-    if (pid != ERL_PID_EXT && pid != ERL_NEW_PID_EXT)
-        return term_fail(c->err, "bad_frame", "fun at byte %zu without a pid", at);
-    if (validate_term(c, depth + 1) < 0 || validate_elements(c, free_vars, depth) < 0)
-        return -1;
-    if (c->pos - at - 1 != size)
-        return term_fail(c->err, "bad_frame", "fun at byte %zu with a wrong size", at);
-    return 0;
+    return validate_elements(c, free_vars, depth);
 }
 
 /* EXPORT_EXT: Module and Function atoms, then an arity that is a non-negative integer. */

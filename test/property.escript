@@ -188,12 +188,13 @@ report(#{sent := Sent, beam_ok := Ok, beam_refused := Refused, kinds := Kinds,
 %% Valid calls: every command shape the tests use cheaply (an unknown model answers fast),
 %% Refs of every kind, echo of every type in the type table.
 seeds() ->
+    Seed = rand:uniform(1000),
     Refs = [make_ref(), 1, 123456789, 1 bsl 70, -5, {7, self()}, self(), 'josé', <<"r">>,
-            [1, 2], #{a => 1}, 1.5, "abc", <<1:3>>],
+            [1, 2], #{a => 1}, 1.5, "abc", <<1:3>>, fun(X) -> X + Seed end],
     Echo = [1, -1, 1 bsl 64, -(1 bsl 100), 1.25, -0.0, 5.0e-324, a, 'josé', '🙂', true, nil,
             <<"text">>, <<255, 254, 0>>, <<>>, "chars", [1, [2, [3]]], {}, {a, {b}}, #{},
             #{a => 1, <<"b">> => [2], 3 => {4}}, lists:seq(1, 300), list_to_tuple(lists:seq(1, 40)),
-            [a | b], <<1:5>>, self(), make_ref(), fun erlang:self/0],
+            [a | b], <<1:5>>, self(), make_ref(), fun erlang:self/0, fun(X) -> {X, Refs} end],
     Cmds = [ping, info, models, {echo, hd(Echo)}]
         ++ [{echo, T} || T <- Echo]
         ++ [{recommend, <<"nomodel">>, 1, 10}, {recommend, <<"nomodel">>, <<"u">>, 10, #{scores => true}},

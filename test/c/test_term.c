@@ -638,6 +638,48 @@ static void test_validator_agrees_with_binary_to_term(void **state)
     }
 }
 
+/* A real fun (term_to_binary({x, fun(X) -> X + Y end}) on OTP 25): its fields are walked,
+ * term_skip ends where the walk ends; as an argument it is badarg. */
+static void test_a_real_fun_validates_and_is_refused_as_an_argument(void **state)
+{
+    (void)state;
+    static const char fun[] =
+        "\x83\x68\x02\x64\x00\x01\x78\x70\x00\x00\x00\x71\x01\xb7\x56\x52\xb4\x23\x7e\x24\x3b\x88"
+        "\x09\x0e\x28\x7e\x9e\x96\x17\x00\x00\x00\x00\x00\x00\x00\x00\x64\x00\x2d\x66\x75\x6e\x5f"
+        "\x65\x73\x63\x72\x69\x70\x74\x5f\x5f\x65\x73\x63\x72\x69\x70\x74\x5f\x5f\x31\x37\x39\x36"
+        "\x5f\x5f\x31\x30\x36\x36\x36\x34\x5f\x5f\x38\x31\x38\x30\x32\x33\x5f\x5f\x32\x61\x00\x62"
+        "\x05\xba\xb2\x95\x58\x64\x00\x0d\x6e\x6f\x6e\x6f\x64\x65\x40\x6e\x6f\x68\x6f\x73\x74\x00"
+        "\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00\x00";
+    size_t n = sizeof fun - 1;
+    char *copy = malloc(n); /* exact size: ASan sees any overread */
+    memcpy(copy, fun, n);
+    struct term_error err = {0};
+    assert_int_equal(term_validate(copy, n, &err), 0);
+    int index = 1;
+    assert_int_equal(term_skip(copy, n, &index), 0);
+    assert_int_equal(index, (int)n);
+    index = 1;
+    PyObject *obj = term_to_py(copy, &index, &err);
+    assert_null(obj);
+    assert_string_equal(err.kind, "badarg");
+    /* binary_to_term ignores the Size field: so does the walk (and term_skip goes by fields) */
+    copy[10]++;
+    assert_int_equal(term_validate(copy, n, &err), 0);
+    index = 1;
+    assert_int_equal(term_skip(copy, n, &index), 0);
+    assert_int_equal(index, (int)n);
+    /* but OldIndex must be an integer (here the atom a in place of SMALL_INTEGER 0) */
+    char *bad = malloc(n + 1);
+    assert_int_equal((unsigned char)copy[85], ERL_SMALL_INTEGER_EXT);
+    memcpy(bad, copy, 85);
+    memcpy(bad + 85, "\x77\x01" "a", 3);
+    memcpy(bad + 88, copy + 87, n - 87);
+    assert_int_equal(term_validate(bad, n + 1, &err), -1);
+    assert_string_equal(err.kind, "bad_frame");
+    free(bad);
+    free(copy);
+}
+
 /* The example: {call, <<192,128>> as an atom, ping} is a bad frame with no Ref. */
 static void test_bad_atom_in_ref_is_bad_frame_without_ref(void **state)
 {
@@ -736,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_random_mutations_never_crash),
         cmocka_unit_test(test_find_call_ref_of_too_deep_call),
         cmocka_unit_test(test_validator_agrees_with_binary_to_term),
+        cmocka_unit_test(test_a_real_fun_validates_and_is_refused_as_an_argument),
         cmocka_unit_test(test_bad_atom_in_ref_is_bad_frame_without_ref),
         cmocka_unit_test(test_decoder_reads_what_the_beam_reads),
         cmocka_unit_test(test_surrogate_escaped_str_is_its_bytes),
