@@ -40,8 +40,13 @@ int term_validate(const char *buf, size_t len, struct term_error *err);
 int term_skip(const char *buf, size_t len, int *index);
 
 /* 1 if no two of the n keys at buf + keys[i] (terms of a validated buffer) are equal as the
- * BEAM compares map keys, 0 if two are, -1 if out of memory (term_canon.c). */
-int term_canon_keys_unique(const unsigned char *buf, const size_t *keys, uint32_t n);
+ * BEAM compares map keys, 0 if two are, -1 if out of memory (term_canon.c). cache holds the
+ * digests of the buffer's maps met so far (one per walk: term_canon_cache_new, _free). */
+struct term_canon_cache;
+struct term_canon_cache *term_canon_cache_new(void);
+void term_canon_cache_free(struct term_canon_cache *cache);
+int term_canon_keys_unique(const unsigned char *buf, const size_t *keys, uint32_t n,
+                           struct term_canon_cache *cache);
 
 /* Decodes the term at *index of a validated buffer into a new reference; NULL with err set
  * (kind "badarg") for terms Python cannot hold: pids, ports, references, funs, improper lists,

@@ -51,6 +51,7 @@ struct cursor {
     size_t len;
     size_t pos;
     struct term_error *err;
+    struct term_canon_cache *cache; /* digests of maps, made when a map has 2 keys or more */
 };
 
 static int need(struct cursor *c, size_t n)
@@ -308,8 +309,10 @@ static int validate_map(struct cursor *c, int depth)
             keys[i] = c->pos;
         rc = validate_term(c, depth + 1) < 0 || validate_term(c, depth + 1) < 0 ? -1 : 0;
     }
+    if (rc == 0 && keys && !c->cache && !(c->cache = term_canon_cache_new()))
+        rc = term_fail(c->err, "internal", "out of memory checking a map of %u pairs", n);
     if (rc == 0 && keys) {
-        int unique = term_canon_keys_unique(c->buf, keys, n);
+        int unique = term_canon_keys_unique(c->buf, keys, n, c->cache);
         if (unique < 0)
             rc = term_fail(c->err, "internal", "out of memory checking a map of %u pairs", n);
         else if (!unique)
@@ -500,19 +503,22 @@ static int validate_term(struct cursor *c, int depth)
 
 int term_validate(const char *buf, size_t len, struct term_error *err)
 {
-    struct cursor c = {(const unsigned char *)buf, len, 0, err};
+    struct cursor c = {(const unsigned char *)buf, len, 0, err, NULL};
     if (len < 1 || c.buf[0] != VERSION_MAGIC)
         return term_fail(err, "bad_frame", "frame does not start with version byte 131");
     c.pos = 1;
-    return validate_term(&c, 0); /* bytes after the term are ignored, as binary_to_term does */
+    int rc = validate_term(&c, 0); /* bytes after the term are ignored, as binary_to_term does */
+    term_canon_cache_free(c.cache);
+    return rc;
 }
 
 int term_skip(const char *buf, size_t len, int *index)
 {
     struct term_error ignored;
-    struct cursor c = {(const unsigned char *)buf, len, (size_t)*index, &ignored};
-    if (*index < 0 || (size_t)*index > len || validate_term(&c, 0) < 0)
-        return -1;
-    *index = (int)c.pos;
-    return 0;
+    struct cursor c = {(const unsigned char *)buf, len, (size_t)*index, &ignored, NULL};
+    int rc = *index < 0 || (size_t)*index > len || validate_term(&c, 0) < 0 ? -1 : 0;
+    term_canon_cache_free(c.cache);
+    if (rc == 0)
+        *index = (int)c.pos;
+    return rc;
 }

@@ -599,6 +599,7 @@ static const struct verdict verdicts[] = {
     {"map 1 and INTEGER_EXT 1", B("\x74\0\0\0\2" "\x61\x01\x61\x02" "\x62\0\0\0\1\x61\x03"), 0},
     {"map 1 and a bignum 1", B("\x74\0\0\0\2" "\x61\x01\x61\x02" "\x6e\x02\0\x01\0\x61\x03"), 0},
     {"map a as utf8 and latin1", B("\x74\0\0\0\2" "\x77\x01" "a" "\x61\x02" "\x64\0\x01" "a" "\x61\x03"), 0},
+    {"map caf\xc3\xa9 as utf8 and latin1", B("\x74\0\0\0\2" "\x77\x05" "caf\xc3\xa9" "\x61\x02" "\x64\0\x04" "caf\xe9" "\x61\x03"), 0},
     {"map e-acute as utf8 and latin1", B("\x74\0\0\0\2" "\x77\x02\xc3\xa9" "\x61\x02" "\x73\x01\xe9" "\x61\x03"), 0},
     {"map 0.0 and -0.0", B("\x74\0\0\0\2" "\x46\0\0\0\0\0\0\0\0" "\x61\x02" "\x46\x80\0\0\0\0\0\0\0" "\x61\x03"), 0},
     {"map [5] as string and list", B("\x74\0\0\0\2" "\x6b\0\x01\x05" "\x61\x02" "\x6c\0\0\0\1\x61\x05\x6a" "\x61\x03"), 0},
@@ -606,6 +607,9 @@ static const struct verdict verdicts[] = {
     {"map of maps in another order", B("\x74\0\0\0\2" "\x74\0\0\0\2\x61\1\x61\1\x61\2\x61\2" "\x6a" "\x74\0\0\0\2\x61\2\x61\2\x61\1\x61\1" "\x6a"), 0},
     {"map one pid in PID_EXT and NEW_PID_EXT", B("\x74\0\0\0\2" "\x67" XNODE "\0\0\0\1\0\0\0\0\1" "\x6a" "\x58" XNODE "\0\0\0\1\0\0\0\0\0\0\0\1" "\x6a"), 0},
     {"map bitstrings differing in unused bits", B("\x74\0\0\0\2" "\x4d\0\0\0\1\x03\x20" "\x6a" "\x4d\0\0\0\1\x03\x3f" "\x6a"), 0},
+    /* maps as keys of maps as keys: each map's digest is remembered (term_canon.c) */
+    {"map of maps keyed by maps, equal when reordered", B("\x74\0\0\0\2" "\x74\0\0\0\2" "\x74\0\0\0\2" "\x77\x01" "a" "\x61\x01" "\x77\x01" "b" "\x61\x02" "\x61\x01" "\x77\x01" "c" "\x61\x02" "\x6a" "\x74\0\0\0\2" "\x77\x01" "c" "\x61\x02" "\x74\0\0\0\2" "\x77\x01" "b" "\x61\x02" "\x77\x01" "a" "\x61\x01" "\x61\x01" "\x6a"), 0},
+    {"map of maps keyed by maps, one value differs", B("\x74\0\0\0\2" "\x74\0\0\0\2" "\x74\0\0\0\2" "\x77\x01" "a" "\x61\x01" "\x77\x01" "b" "\x61\x02" "\x61\x01" "\x77\x01" "c" "\x61\x02" "\x6a" "\x74\0\0\0\2" "\x77\x01" "c" "\x61\x03" "\x74\0\0\0\2" "\x77\x01" "b" "\x61\x02" "\x77\x01" "a" "\x61\x01" "\x61\x01" "\x6a"), 1},
     {"map 1 and 1.0", B("\x74\0\0\0\2" "\x61\x01\x61\x02" "\x46\x3f\xf0\0\0\0\0\0\0\x61\x03"), 1},
     {"map <<1:3>> and <<1:4>>", B("\x74\0\0\0\2" "\x4d\0\0\0\1\x03\x20" "\x6a" "\x4d\0\0\0\1\x04\x10" "\x6a"), 1},
     {"map a and b", B("\x74\0\0\0\2" "\x77\x01" "a" "\x6a" "\x77\x01" "b" "\x6a"), 1},
