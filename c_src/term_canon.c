@@ -330,7 +330,7 @@ static int put_ident(struct canon *o, const unsigned char *p, size_t *pos)
     }
 }
 
-/* Funs and exports: rare as keys. An export by its three terms; a fun by its bytes. */
+/* Funs and exports: rare as keys. An export by its three terms; a fun by its fields. */
 static int put_fun(struct canon *o, const unsigned char *p, size_t *pos, int depth)
 {
     if (p[*pos] == ERL_EXPORT_EXT) {
@@ -338,11 +338,17 @@ static int put_fun(struct canon *o, const unsigned char *p, size_t *pos, int dep
         return put(o, "E", 1) < 0 || canon(o, p, pos, depth + 1) < 0 ||
                        canon(o, p, pos, depth + 1) < 0 ? -1 : canon(o, p, pos, depth + 1);
     }
-    size_t n = be32(p + *pos + 1);
-    *pos += 1;
-    if (put_tag_len(o, 'X', n) < 0 || put(o, p + *pos, n) < 0)
+    /* NEW_FUN_EXT: its Size is not checked by binary_to_term (nor by the walk), so never
+     * trusted here: the fixed fields, then Module, OldIndex, OldUniq, Pid and the free
+     * variables, each as a term. */
+    uint32_t free_vars = be32(p + *pos + 26);
+    *pos += 5;
+    if (put(o, "X", 1) < 0 || put(o, p + *pos, 25) < 0)
         return -1;
-    *pos += n;
+    *pos += 25;
+    for (uint64_t i = 0; i < 4 + (uint64_t)free_vars; i++)
+        if (canon(o, p, pos, depth + 1) < 0)
+            return -1;
     return 0;
 }
 
