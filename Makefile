@@ -4,9 +4,12 @@
 #                 with MIX_APP_PATH set (`mix compile` sets it), lay the port out in
 #                 $(MIX_APP_PATH)/priv too (see "As a Mix dependency" below)
 #   make setup    Debian packages and the Python virtualenv (idempotent; seconds when done)
-#   make test     everything CI runs: C unit tests (plain, then ASan+UBSan), pytest, the
-#                 term-replay sessions, the model matrix, the ExUnit suite, the relocation check,
-#                 a new Mix host depending on this repository (test/host/)
+#   make test     everything CI runs: C unit tests (plain, then ASan+UBSan), 30 s of the codec
+#                 fuzzer, pytest, the term-replay sessions, the frame property test, the model
+#                 matrix, the ExUnit suite, the relocation check, a new Mix host depending on
+#                 this repository (test/host/)
+#   make fuzz     the codec fuzzer and the frame fuzzer, FUZZ_SECONDS (600) each
+#   make soak     10^6 mixed calls against one port, RSS sampled: bench/SOAK.md
 #   make install PREFIX=DIR   a movable tree: port, python/uro_rec, sql/, venv/ (see below)
 #   make demo     uro's story on uro-shaped tables: visits recorded, a scheduled run, the gate,
 #                 the lists read back by SQL, forget_user, a refused run (bench/uro_demo.exs)
@@ -49,7 +52,7 @@ LDLIBS_PY = -L$(PY_LIBDIR) $(PY_RPATH) -lpython$(PY_LDVER) -ldl -lm
 LDLIBS_EI = -L$(EI_ROOT)/lib -lei -lpthread
 LDLIBS_PQ = -lpq -lz
 
-PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_check.c \
+PORT_SRC := c_src/main.c c_src/erlcmd.c c_src/request.c c_src/term.c c_src/term_check.c c_src/term_canon.c \
             c_src/frames.c c_src/pybridge.c c_src/commands.c c_src/stats.c c_src/check.c \
             c_src/deadline.c c_src/db_connection.c c_src/db_columns.c c_src/db_execute.c \
             c_src/db_wait.c c_src/copytext.c c_src/paths.c c_src/rank_py.c
@@ -60,8 +63,9 @@ RANK_EXT  = _build/py/_uro_rank$(call py_var,EXT_SUFFIX)
 RANK_OBJ := _build/rank.o _build/rank_fast.o
 
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
-        test-elixir test-host test-db test-db-waits check-elixir-newer demo bench bench-db \
-        bench-interactions bench-retrain bench-throughput bench-throughput-run bench-catalogue clean
+        test-property test-fuzz fuzz soak test-elixir test-host test-db test-db-waits \
+        check-elixir-newer demo bench bench-db bench-interactions bench-retrain \
+        bench-throughput bench-throughput-run bench-catalogue clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -141,8 +145,8 @@ priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -o $@ c_src/echo_port.c c_src/erlcmd.c $(LDLIBS_EI)
 
 # ---- tests ----------------------------------------------------------------------------------
-UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/term_check.c c_src/request.c c_src/copytext.c \
-            c_src/paths.c c_src/rank.c c_src/rank_fast.c
+UNIT_SRC := c_src/erlcmd.c c_src/term.c c_src/term_check.c c_src/term_canon.c c_src/request.c \
+            c_src/copytext.c c_src/paths.c c_src/rank.c c_src/rank_fast.c
 TESTS    := test_erlcmd test_term test_copytext test_paths test_rank
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
@@ -168,6 +172,42 @@ test-python: $(RANK_EXT)
 
 test-replay: build
 	escript test/replay/replay.escript priv/uro_recommender test/replay/*.session
+
+# ---- fuzzing (docs/OPERATIONS.md, "Fuzzing") ---------------------------------------------------
+# libFuzzer over the term codec (test/fuzz/fuzz_term.c), clang with ASan and UBSan. `make fuzz`
+# runs it for FUZZ_SECONDS growing test/fuzz/corpus, then the frame-mutation fuzzer against the
+# real port for as long; `make test-fuzz` is the 30 s smoke run that make test includes (new
+# inputs go to a temporary directory, the committed corpus is only read).
+FUZZ_SECONDS ?= 600
+FUZZ_SRC := c_src/term.c c_src/term_check.c c_src/term_canon.c c_src/request.c
+FUZZ_RUN  = ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 PYTHONHOME=
+
+_build/fuzz/fuzz_term: test/fuzz/fuzz_term.c $(FUZZ_SRC) $(HDRS)
+	@mkdir -p _build/fuzz
+	clang $(CPPFLAGS) -Ic_src -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -fno-omit-frame-pointer -o $@ $< $(FUZZ_SRC) $(LDLIBS_PY) $(TEST_FLAGS) $(LDLIBS_EI) -lz
+
+fuzz: _build/fuzz/fuzz_term build
+	@mkdir -p test/fuzz/corpus
+	$(FUZZ_RUN) nice -n 10 $< -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	  test/fuzz/corpus
+	nice -n 10 escript test/property.escript priv/uro_recommender --frames 100000000 \
+	  --seconds $(FUZZ_SECONDS) --rss-growth-mb 64
+
+test-fuzz: _build/fuzz/fuzz_term
+	@rm -rf _build/fuzz/new && mkdir -p _build/fuzz/new
+	$(FUZZ_RUN) $< -max_total_time=30 -max_len=4096 -print_final_stats=1 _build/fuzz/new \
+	  test/fuzz/corpus
+
+# 10^6 mixed calls against one port, RSS sampled: bench/SOAK.md (bench/soak.escript).
+SOAK_CALLS ?= 1000000
+soak: build
+	nice -n 10 escript bench/soak.escript priv/uro_recommender $(SOAK_CALLS) bench/SOAK.md
+
+# Random and mutated frames against the real port, binary_to_term as the oracle; every frame
+# answered once, every reply decodable, RSS bounded (test/property.escript; 60 s at most).
+test-property: build
+	escript test/property.escript priv/uro_recommender --frames 20000 --seconds 60 --rss-growth-mb 64
 
 test-matrix: build
 	escript test/matrix.escript priv/uro_recommender
@@ -195,7 +235,8 @@ test-db: build
 test-db-waits: build
 	escript test/db_waits_test.escript priv/uro_recommender
 
-test-all: build test-c test-sanitize test-python test-replay test-db test-db-waits test-matrix test-elixir \
+test-all: build test-c test-sanitize test-fuzz test-python test-replay test-property test-db \
+          test-db-waits test-matrix test-elixir \
           test-relocate test-host
 	@echo "make test: all suites passed"
 

@@ -9,6 +9,8 @@
  *   texts  a dict the caller keeps for one export: id -> its escaped text (bytes). Ids
  *          repeat (an item appears in thousands of lists), so str() and escaping run once
  *          per distinct id.
+ *   to_text  (optional) uro_rec.ids.to_text: the text of an id that is not plain text (the
+ *          escaped bytes of a binary that is not UTF-8, a NUL, text that looks like \x-hex)
  *
  * A row is head, user, rank (1-based), item, repr(score), tail, tab-separated. The score is
  * written as Python's repr writes it (the shortest text that reads back as the same double),
@@ -72,9 +74,22 @@ static int append(struct buffer *b, const char *p, size_t n)
 
 /* ---- one field ---------------------------------------------------------------------------- */
 
-/* The escaped text of id, from texts or made (str, UTF-8, escapes) and remembered there.
+/* Whether C may write id's text itself: an int, or a str whose UTF-8 has no NUL and does not
+ * start with \x (sets *utf8). Any other id (escaped bytes, NUL, hex-like text) gets its text
+ * from uro_rec.ids.to_text, the one place that rule is written. */
+static int plain_text(PyObject *s, const char **utf8, Py_ssize_t *len)
+{
+    *utf8 = PyUnicode_AsUTF8AndSize(s, len);
+    if (!*utf8) {
+        PyErr_Clear();
+        return 0;
+    }
+    return !memchr(*utf8, '\0', (size_t)*len) && !(*len >= 2 && (*utf8)[0] == '\\' && (*utf8)[1] == 'x');
+}
+
+/* The escaped text of id, from texts or made (its text, UTF-8, escapes) and remembered there.
  * Borrowed reference (texts holds it); NULL with an exception set. */
-static PyObject *text_of(PyObject *texts, PyObject *id)
+static PyObject *text_of(PyObject *texts, PyObject *id, PyObject *to_text)
 {
     PyObject *text = PyDict_GetItemWithError(texts, id);
     if (text || PyErr_Occurred())
@@ -83,7 +98,13 @@ static PyObject *text_of(PyObject *texts, PyObject *id)
     if (!s)
         return NULL;
     Py_ssize_t len;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(s, &len);
+    const char *utf8;
+    if (!PyLong_Check(id) && !plain_text(s, &utf8, &len) && to_text) {
+        Py_SETREF(s, PyObject_CallOneArg(to_text, id));
+        if (!s)
+            return NULL;
+    }
+    utf8 = PyUnicode_AsUTF8AndSize(s, &len);
     PyObject *bytes = utf8 ? PyBytes_FromStringAndSize(NULL, 2 * len) : NULL;
     if (bytes) {
         size_t n = copytext_escape(PyBytes_AS_STRING(bytes), utf8, (size_t)len);
@@ -95,9 +116,9 @@ static PyObject *text_of(PyObject *texts, PyObject *id)
     return bytes;
 }
 
-static int append_text(struct buffer *b, PyObject *texts, PyObject *id)
+static int append_text(struct buffer *b, PyObject *texts, PyObject *id, PyObject *to_text)
 {
-    PyObject *text = text_of(texts, id);
+    PyObject *text = text_of(texts, id, to_text);
     return text ? append(b, PyBytes_AS_STRING(text), (size_t)PyBytes_GET_SIZE(text)) : -1;
 }
 
@@ -124,7 +145,7 @@ static int bad(const char *what)
 
 /* Appends the rows of one (user, [(item, score), ...]) pair; returns how many, or -1. */
 static Py_ssize_t append_user(struct buffer *b, PyObject *head, PyObject *tail, PyObject *texts,
-                              PyObject *pair)
+                              PyObject *to_text, PyObject *pair)
 {
     if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyList_Check(PyTuple_GET_ITEM(pair, 1)))
         return bad("each entry must be (user, [(item, score), ...])");
@@ -137,8 +158,9 @@ static Py_ssize_t append_user(struct buffer *b, PyObject *head, PyObject *tail, 
         char rank[24];
         int rank_len = snprintf(rank, sizeof rank, "\t%zd\t", r + 1);
         if (append(b, PyBytes_AS_STRING(head), (size_t)PyBytes_GET_SIZE(head)) < 0 ||
-            append_text(b, texts, user) < 0 || append(b, rank, (size_t)rank_len) < 0 ||
-            append_text(b, texts, PyTuple_GET_ITEM(entry, 0)) < 0 || append(b, "\t", 1) < 0 ||
+            append_text(b, texts, user, to_text) < 0 || append(b, rank, (size_t)rank_len) < 0 ||
+            append_text(b, texts, PyTuple_GET_ITEM(entry, 0), to_text) < 0 ||
+            append(b, "\t", 1) < 0 ||
             append_score(b, PyTuple_GET_ITEM(entry, 1)) < 0 ||
             append(b, PyBytes_AS_STRING(tail), (size_t)PyBytes_GET_SIZE(tail)) < 0)
             return -1;
@@ -149,14 +171,14 @@ static Py_ssize_t append_user(struct buffer *b, PyObject *head, PyObject *tail, 
 static PyObject *copy_rows(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *head, *tail, *lists, *texts;
-    if (!PyArg_ParseTuple(args, "SSO!O!:copy_rows", &head, &tail, &PyList_Type, &lists,
-                          &PyDict_Type, &texts))
+    PyObject *head, *tail, *lists, *texts, *to_text = NULL;
+    if (!PyArg_ParseTuple(args, "SSO!O!|O:copy_rows", &head, &tail, &PyList_Type, &lists,
+                          &PyDict_Type, &texts, &to_text))
         return NULL;
     struct buffer b = {0};
     Py_ssize_t rows = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lists); i++) {
-        Py_ssize_t n = append_user(&b, head, tail, texts, PyList_GET_ITEM(lists, i));
+        Py_ssize_t n = append_user(&b, head, tail, texts, to_text, PyList_GET_ITEM(lists, i));
         if (n < 0) {
             free(b.data);
             return NULL;
@@ -170,7 +192,8 @@ static PyObject *copy_rows(PyObject *self, PyObject *args)
 
 static PyMethodDef copytext_methods[] = {
     {"copy_rows", copy_rows, METH_VARARGS,
-     "copy_rows(head, tail, [(user, [(item, score)])], texts) -> (COPY text rows, row count)"},
+     "copy_rows(head, tail, [(user, [(item, score)])], texts[, to_text]) -> (COPY text rows, "
+     "row count)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static PyObject *atom_type;
@@ -51,20 +52,32 @@ PyObject *term_make_atom(const char *utf8, Py_ssize_t len)
 
 static PyObject *decode(const char *buf, int *index, int depth, struct term_error *err);
 
+/* Atoms are read from their bytes (the walk has checked them): UTF-8 or Latin-1 by tag, NUL
+ * characters kept (ei's C strings would cut them). */
 static PyObject *decode_atom(const char *buf, int *index, struct term_error *err)
 {
-    char name[MAXATOMLEN_UTF8];
-    if (ei_decode_atom_as(buf, index, name, sizeof(name), ERLANG_UTF8, NULL, NULL) < 0) {
+    const unsigned char *p = (const unsigned char *)buf + *index;
+    int small = p[0] == ERL_SMALL_ATOM_EXT || p[0] == ERL_SMALL_ATOM_UTF8_EXT;
+    int utf8 = p[0] == ERL_ATOM_UTF8_EXT || p[0] == ERL_SMALL_ATOM_UTF8_EXT;
+    Py_ssize_t n = small ? p[1] : be16(p + 1);
+    const char *name = (const char *)p + (small ? 2 : 3);
+    *index += (small ? 2 : 3) + (int)n;
+    static const struct {
+        const char *name;
+        PyObject *value;
+    } constants[] = {{"true", Py_True}, {"false", Py_False}, {"nil", Py_None},
+                     {"undefined", Py_None}};
+    for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
+        if ((size_t)n == strlen(constants[i].name) && memcmp(name, constants[i].name, n) == 0)
+            return Py_NewRef(constants[i].value);
+    PyObject *s = utf8 ? PyUnicode_DecodeUTF8(name, n, "strict") : PyUnicode_DecodeLatin1(name, n, NULL);
+    if (!s) {
         term_fail(err, "badarg", "atom is not valid UTF-8");
         return NULL;
     }
-    if (strcmp(name, "true") == 0)
-        Py_RETURN_TRUE;
-    if (strcmp(name, "false") == 0)
-        Py_RETURN_FALSE;
-    if (strcmp(name, "nil") == 0 || strcmp(name, "undefined") == 0)
-        Py_RETURN_NONE;
-    return term_make_atom(name, (Py_ssize_t)strlen(name));
+    PyObject *atom = PyObject_CallOneArg(atom_type, s);
+    Py_DECREF(s);
+    return atom;
 }
 
 /* SMALL_BIG_EXT / LARGE_BIG_EXT: sign byte, then a little-endian magnitude. */
@@ -93,13 +106,14 @@ static PyObject *decode_big(const char *buf, int *index)
 static PyObject *decode_binary(const char *buf, int *index, struct term_error *err)
 {
     const unsigned char *p = (const unsigned char *)buf + *index;
-    if (p[0] == ERL_BIT_BINARY_EXT) {
+    int bitbin = p[0] == ERL_BIT_BINARY_EXT;
+    if (bitbin && p[5] != 8 && p[5] != 0) {
         term_fail(err, "badarg", "bitstring that is not a whole number of bytes");
         return NULL;
     }
     Py_ssize_t n = (Py_ssize_t)be32(p + 1);
-    const char *data = buf + *index + 5;
-    *index += 5 + (int)n;
+    const char *data = buf + *index + (bitbin ? 6 : 5); /* 8 bits in the last byte: a binary */
+    *index += (bitbin ? 6 : 5) + (int)n;
     PyObject *s = PyUnicode_DecodeUTF8(data, n, "strict");
     if (s)
         return s;
@@ -133,6 +147,8 @@ static PyObject *decode_list(const char *buf, int *index, int depth, struct term
 {
     int arity;
     ei_decode_list_header(buf, index, &arity);
+    if (arity == 0) /* LIST_EXT of no elements is its tail, as binary_to_term reads it */
+        return decode(buf, index, depth + 1, err);
     PyObject *list = decode_sequence(buf, index, arity, depth, err, 0);
     if (!list)
         return NULL;
@@ -185,6 +201,16 @@ static PyObject *decode_map(const char *buf, int *index, int depth, struct term_
 
 static PyObject *decode_float(const char *buf, int *index, struct term_error *err)
 {
+    if ((unsigned char)buf[*index] == ERL_FLOAT_EXT) { /* text the walk has checked */
+        char text[32];
+        memcpy(text, buf + *index + 1, 31);
+        text[31] = '\0';
+        char *comma = strchr(text, ',');
+        if (comma)
+            *comma = '.';
+        *index += 32;
+        return PyFloat_FromDouble(strtod(text, NULL));
+    }
     double d;
     if (ei_decode_double(buf, index, &d) < 0) {
         term_fail(err, "badarg", "unreadable float");
@@ -346,15 +372,24 @@ static int encode_float(ei_x_buff *x, double d)
     return ei_x_encode_double(x, d);
 }
 
+/* A str is its UTF-8 bytes. A str holding surrogate escapes (U+DC80..U+DCFF, PEP 383) is
+ * the binary those escapes stand for: the id of a binary that is not UTF-8 travels through
+ * Python that way (uro_rec.ids) and comes back as the same bytes. */
 static int encode_text(ei_x_buff *x, PyObject *s, struct term_error *err)
 {
     Py_ssize_t len;
     const char *utf8 = PyUnicode_AsUTF8AndSize(s, &len);
-    if (!utf8) {
+    if (utf8)
+        return ei_x_encode_binary(x, utf8, (long)len);
+    PyErr_Clear();
+    PyObject *raw = PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape");
+    if (!raw) {
         PyErr_Clear();
         return term_fail(err, "internal", "str with lone surrogates cannot be UTF-8");
     }
-    return ei_x_encode_binary(x, utf8, (long)len);
+    int rc = ei_x_encode_binary(x, PyBytes_AS_STRING(raw), (long)PyBytes_GET_SIZE(raw));
+    Py_DECREF(raw);
+    return rc;
 }
 
 static int encode_items(ei_x_buff *x, PyObject *seq, int depth, struct term_error *err)

@@ -13,6 +13,7 @@
 
 #include <ei.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Terms nested deeper than this are refused in both directions (never a stack overflow). */
 #define TERM_MAX_DEPTH 256
@@ -27,14 +28,25 @@ struct term_error {
 int term_fail(struct term_error *err, const char *kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Checks that buf[0..len) is exactly one external-format term (version byte included), with
- * every length inside the buffer and nesting within TERM_MAX_DEPTH. ei's decoders trust their
+/* Checks that buf[0..len) starts with one external-format term (version byte included) that
+ * binary_to_term would accept (term_check.c says what that excludes), with every length
+ * inside the buffer and nesting within TERM_MAX_DEPTH; bytes after the term are ignored, as
+ * binary_to_term ignores them. ei's decoders trust their
  * input, so every frame passes here before any of them sees it. Returns 0 or -1 (err set). */
 int term_validate(const char *buf, size_t len, struct term_error *err);
 
 /* Skips the term at *index of buf[0..len) with the validator's bounds-checked walk (never
  * ei_skip_term, which parses the insides of funs without checking them). -1 if malformed. */
 int term_skip(const char *buf, size_t len, int *index);
+
+/* 1 if no two of the n keys at buf + keys[i] (terms of a validated buffer) are equal as the
+ * BEAM compares map keys, 0 if two are, -1 if out of memory (term_canon.c). cache holds the
+ * digests of the buffer's maps met so far (one per walk: term_canon_cache_new, _free). */
+struct term_canon_cache;
+struct term_canon_cache *term_canon_cache_new(void);
+void term_canon_cache_free(struct term_canon_cache *cache);
+int term_canon_keys_unique(const unsigned char *buf, const size_t *keys, uint32_t n,
+                           struct term_canon_cache *cache);
 
 /* Decodes the term at *index of a validated buffer into a new reference; NULL with err set
  * (kind "badarg") for terms Python cannot hold: pids, ports, references, funs, improper lists,

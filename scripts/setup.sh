@@ -41,7 +41,8 @@ if [ "${1:-}" = "--runtime" ]; then runtime_only=1; fi
 
 # --- Debian packages -------------------------------------------------------------------------
 debs=(erlang-base erlang-dev erlang-tools erlang-crypto erlang-inets erlang-ssl elixir libpq-dev
-      libcmocka-dev zlib1g-dev postgresql postgresql-client pkg-config python3.11-dev python3.11-venv)
+      libcmocka-dev zlib1g-dev postgresql postgresql-client pkg-config python3.11-dev python3.11-venv
+      clang libclang-rt-14-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

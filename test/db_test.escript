@@ -55,6 +55,8 @@ main([Exe]) ->
              {"1e train from SQL: a result over --max-rows is refused", fun case_max_rows/1},
              {"2  export = recommend for every user; re-export replaces", fun case_export/1},
              {"2b export: ids with tab, newline, backslash, UTF-8; scores exact", fun case_export_text/1},
+             {"2c ids that are not UTF-8: \\x-hex text out (copy, insert), same ids back in",
+              fun case_export_raw_ids/1},
              {"6  observe appends to the table and filters the item", fun case_observe/1},
              {"8  memory-based models: export = recommend = recommend_many = fresh port",
               fun case_memory_export/1},
@@ -342,6 +344,50 @@ case_export_text(#{t := T} = Ctx) ->
               maps:get({U, K}, Stored, missing) =/= Want],
     [] = lists:sublist(Bad, 3),
     io_lib:format("~b rows, ~b odd ids, every id and score exact", [Written, length(Odd)]).
+
+%% Issue 13: an id is an id whatever bytes it holds. Raw ids are stored as \x-hex text by both
+%% export methods, and a model trained from that table by SQL knows them as the same binaries.
+case_export_raw_ids(#{t := T} = Ctx) ->
+    Recs = T("uro_t_exp_raw"),
+    {ok, _} = psql(Ctx, "test", recs_table(Recs)),
+    Odd = <<255, 254, 0>>,
+    Uuid = <<16#9f, 16#3a, 0, 16#c2, 16#ff, 16#10, 16#4b, 16#e1, 16#80, 0, 16#7a, 16#d3, 16#fe, 1, 16#9c, 16#5d>>,
+    Users = [Odd, Uuid, <<"josé"/utf8>>, <<"\\x41">> | [integer_to_binary(U) || U <- lists:seq(1, 30)]],
+    Items = [<<200, 1>>, Uuid, <<"a", 0, "b">> | [<<"item-", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 20)]],
+    NI = length(Items),
+    Rows = [{U, lists:nth(1 + (K * 7 + J * 3) rem NI, Items), 1.0}
+            || {U, K} <- lists:zip(Users, lists:seq(1, length(Users))), J <- lists:seq(1, 6)],
+    P = maps:get(main, Ctx),
+    Texts = fun(Name) ->
+                    {ok, L} = psql(Ctx, "test", ["SELECT DISTINCT user_id FROM ", Recs,
+                                                 " WHERE model = '", Name, "' ORDER BY 1"]),
+                    L
+            end,
+    Check = fun(Method) ->
+                    Name = bin(T("m_raw_" ++ atom_to_list(Method))),
+                    {ok, _} = call(P, {train, Name, als_spec({rows, Rows})}),
+                    {ok, #{rows := W}} = call(P, {export, Name, #{users => all, n => 4,
+                                                                  table => bin(Recs), method => Method}}),
+                    W = length(Users) * 4,
+                    Stored = Texts(binary_to_list(Name)),
+                    true = lists:member("\\xfffe00", Stored),
+                    true = lists:member("\\x9f3a00c2ff104be180007ad3fe019c5d", Stored),
+                    true = lists:member("\\x5c783431", Stored), % <<"\\x41">> itself
+                    true = lists:member(binary_to_list(<<"josé"/utf8>>), Stored), % psql's bytes
+                    %% the stored lists, read back as a training source: the same ids
+                    {ok, #{n_users := NU}} =
+                        call(P, {train, <<Name/binary, "_back">>,
+                                 als_spec({sql, iolist_to_binary(["SELECT user_id, item_id, 1.0 FROM ", Recs,
+                                                                  " WHERE model = $1"]), [Name]})}),
+                    NU = length(Users),
+                    {ok, Back} = call(P, {recommend_many, <<Name/binary, "_back">>, Users, 3}),
+                    [] = [U || U <- Users, not is_map_key(U, Back)],
+                    [] = [I || L <- maps:values(Back), I <- L, not lists:member(I, Items)],
+                    ok
+            end,
+    ok = Check(copy),
+    ok = Check(insert),
+    "raw, UUID, NUL and \\x-looking ids stored as \\x-hex by copy and insert, read back by SQL".
 
 hex_float(Hex) ->
     <<F:64/float>> = binary:decode_hex(list_to_binary(Hex)),

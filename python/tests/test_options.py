@@ -39,7 +39,8 @@ def test_model_names():
 def test_ids():
     assert check_id(2**70, "w", "user") == 2**70
     assert type(check_id(Atom("bob"), "w", "user")) is str
-    for bad in [True, None, 1.5, b"\xff", (1,)]:
+    assert check_id(b"\xff", "w", "user") == "\udcff"  # any bytes: uro_rec.ids (test_ids.py)
+    for bad in [True, None, 1.5, (1,)]:
         with pytest.raises(BadArg) as e:
             check_id(bad, "recommend", "user")
         assert e.value.kind == "badarg" and "user" in e.value.detail

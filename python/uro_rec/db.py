@@ -99,9 +99,10 @@ def release():
     _port.db_release()
 
 
-def copy_rows(head, tail, lists, texts):
-    """An export batch in COPY's text format, built in C (``c_src/copytext.c``)."""
-    return _port.copy_rows(head, tail, lists, texts)
+def copy_rows(head, tail, lists, texts, to_text):
+    """An export batch in COPY's text format, built in C (``c_src/copytext.c``); ``to_text``
+    gives the text of the ids C does not write itself (uro_rec.ids.to_text)."""
+    return _port.copy_rows(head, tail, lists, texts, to_text)
 
 
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")

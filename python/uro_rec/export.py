@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 
-from . import db, faults
+from . import db, faults, ids
 from . import recommend as rec
 from .errors import PortError
 from .port import A, log
@@ -32,10 +32,10 @@ RANK_BLOCK = 512
 
 
 def array_literal(values):
-    """A text array literal for one $n::TEXT[] parameter."""
+    """A text array literal for one $n::TEXT[] parameter; ids as their text (uro_rec.ids)."""
     out = []
     for v in values:
-        s = str(v)
+        s = ids.to_text(v)
         out.append('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"')
     return "{" + ",".join(out) + "}"
 
@@ -78,7 +78,8 @@ def _batch_statements(table, model, version, batch, method, texts):
               [model, array_literal([user for user, _ in batch])])
     if method == "copy":
         head = (str(model).translate(_COPY_ESCAPES) + "\t").encode()
-        payload, _ = db.copy_rows(head, f"\t{int(version)}\n".encode(), batch, texts)
+        payload, _ = db.copy_rows(head, f"\t{int(version)}\n".encode(), batch, texts,
+                                  ids.to_text)
         write = faults.copy_statement((f"COPY {table} (model, user_id, rank, item_id, score, "
                                        f"model_version) FROM STDIN", payload))
     else:

@@ -9,7 +9,7 @@ assertions and TypeErrors deep in the stack).
 import math
 import re
 
-from . import limits
+from . import ids, limits
 from .errors import BadArg
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
@@ -76,7 +76,8 @@ def model_name(name, where):
 
 
 def check_id(value, where, field):
-    """User and item ids are integers (any size) or UTF-8 strings.
+    """User and item ids are integers (any size) or binaries of any bytes (a binary that is
+    not UTF-8 becomes an escaped str: :mod:`uro_rec.ids`).
 
     Atoms are accepted as strings. bool is rejected although it is an int
     subclass, because ``true`` as an id is almost certainly a caller bug.
@@ -87,6 +88,8 @@ def check_id(value, where, field):
         return int(value)
     if isinstance(value, str):
         return str(value)
+    if isinstance(value, bytes):
+        return ids.from_term(value)
     raise BadArg(f"{where}: {field} must be an integer or a string, got {value!r}")
 
 

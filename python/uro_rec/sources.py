@@ -16,7 +16,7 @@ which fails on mixed types, and the caller almost surely has a bug.
 """
 import numpy as np
 
-from . import csv_reader, db, limits, sql_text
+from . import csv_reader, db, ids, limits, sql_text
 from .errors import BadArg
 from .options import check_id, finite_float
 
@@ -173,6 +173,8 @@ def from_sql(query, params, where="data"):
             raise BadArg(f"{where}: column {name} (time) must be a timestamp or a number")
         if field in ("user", "item") and kind in ("float64", "time", "text_array"):
             raise BadArg(f"{where}: column {name} ({field}) must be an integer or text id")
+        if field in ("user", "item") and kind == "text":
+            values = ids.from_texts(values)  # \x-hex text is a binary id (uro_rec.ids)
         data[field] = values
     return pd.DataFrame(data)
 

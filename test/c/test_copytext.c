@@ -136,10 +136,44 @@ static void test_empty_list_gives_no_rows(void **state)
     Py_DECREF(texts);
 }
 
+/* Ids C does not write itself get their text from uro_rec.ids.to_text: a binary that is not
+ * UTF-8 (escaped bytes), one with a NUL, text that looks like \x-hex; plain ones stay plain. */
+static void test_ids_that_are_not_plain_text_use_to_text(void **state)
+{
+    (void)state;
+    PyObject *ids = PyImport_ImportModule("uro_rec.ids");
+    assert_non_null(ids);
+    PyObject *to_text = PyObject_GetAttrString(ids, "to_text");
+    PyObject *texts = PyDict_New();
+    PyObject *lists = PyRun_String(
+        "[(b'\\xff\\xfe\\x00'.decode('utf-8', 'surrogateescape'), [('a\\x00b', 0.5),"
+        " ('\\\\x41', 1.0), ('plain', 2.0), (7, 3.0)])]",
+        Py_eval_input, PyEval_GetBuiltins(), PyEval_GetBuiltins());
+    assert_non_null(lists);
+    PyObject *out = PyObject_CallFunction(copy_rows, "y#y#OOO", "m\t", (Py_ssize_t)2, "\t7\n",
+                                          (Py_ssize_t)3, lists, texts, to_text);
+    if (!out)
+        PyErr_Print();
+    assert_non_null(out);
+    const char want[] = "m\t\\\\xfffe00\t1\t\\\\x610062\t0.5\t7\n"
+                        "m\t\\\\xfffe00\t2\t\\\\x5c783431\t1.0\t7\n"
+                        "m\t\\\\xfffe00\t3\tplain\t2.0\t7\n"
+                        "m\t\\\\xfffe00\t4\t7\t3.0\t7\n";
+    PyObject *payload = PyTuple_GET_ITEM(out, 0);
+    assert_int_equal(PyBytes_GET_SIZE(payload), (Py_ssize_t)sizeof want - 1);
+    assert_memory_equal(PyBytes_AS_STRING(payload), want, sizeof want - 1);
+    Py_DECREF(out);
+    Py_DECREF(lists);
+    Py_DECREF(texts);
+    Py_DECREF(to_text);
+    Py_DECREF(ids);
+}
+
 static int start_python(void **state)
 {
     (void)state;
     Py_InitializeEx(0);
+    PyRun_SimpleString("import sys; sys.path.insert(0, 'python')"); /* run from the top */
     PyObject *m = PyModule_New("_uro_port");
     if (!m || copytext_module_init(m) < 0)
         return -1;
@@ -157,6 +191,7 @@ int main(void)
         cmocka_unit_test(test_cached_text_is_used),
         cmocka_unit_test(test_malformed_lists_raise_type_error),
         cmocka_unit_test(test_empty_list_gives_no_rows),
+        cmocka_unit_test(test_ids_that_are_not_plain_text_use_to_text),
     };
     return cmocka_run_group_tests(tests, start_python, NULL);
 }

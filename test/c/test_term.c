@@ -4,7 +4,8 @@
  * Every row of the type table in docs/PROTOCOL.md both ways, bignums past 2^64, UTF-8 and
  * Latin-1 atoms, the refusals, the depth limit, and a corpus of malformed frames (every
  * truncation, bad version bytes, bad tags, lying lengths, random mutations): each must give
- * an error or a value, never a crash. Run plain and under AddressSanitizer + UBSan.
+ * an error or a value, never a crash; and what binary_to_term refuses (measured on OTP 25),
+ * which the validator must refuse too. Run plain and under AddressSanitizer + UBSan.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -467,8 +468,7 @@ static void test_malformed_corpus(void **state)
     expect_bad_frame("\x83\x5a\x00\x40\x77\x01" "a", 7);
     expect_bad_frame("\x83\x70\x00\x00\x00\x02", 6);
     expect_bad_frame("\x83\x70\xff\xff\xff\xff", 6);
-    /* trailing garbage after a whole term */
-    expect_bad_frame("\x83\x6a\x6a", 3);
+    expect_bad_frame("\x83\x70\x00\x00\x00\x04", 6);
     /* a tuple with a non-atom where an atom must be (pid node) */
     expect_bad_frame("\x83\x58\x61\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 16);
 }
@@ -526,25 +526,217 @@ static void test_find_call_ref_of_too_deep_call(void **state)
     assert_int_equal((unsigned char)ref[1], 77);
 }
 
-static void test_skip_of_a_fun_uses_its_size_not_its_insides(void **state)
+/* ---- what binary_to_term refuses ------------------------------------------------------------
+ * Each case below was run through binary_to_term on the OTP of this machine (25): the
+ * validator must give the same verdict, because a Ref goes back byte for byte and a reply
+ * the client cannot decode crashes it. B(...) builds the bytes after the version byte. */
+
+struct verdict {
+    const char *what;
+    const char *bytes;
+    size_t len;
+    int beam_accepts;
+};
+
+#define B(lit) lit, sizeof(lit) - 1
+#define NODE "\x77\x0d" "nonode@nohost"
+#define XNODE "\x77\x03" "x@y"
+
+static const struct verdict verdicts[] = {
+    /* atoms: strict UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF), <= 255
+     * characters; Latin-1 atoms take any byte */
+    {"utf8 atom C0 80", B("\x77\x02\xc0\x80"), 0},
+    {"utf8 atom surrogate", B("\x77\x03\xed\xa0\x80"), 0},
+    {"utf8 atom past 10FFFF", B("\x77\x04\xf4\x90\x80\x80"), 0},
+    {"utf8 atom overlong 3 bytes", B("\x77\x03\xe0\x80\x80"), 0},
+    {"utf8 atom cut in a character", B("\x77\x01\xc3"), 0},
+    {"utf8 atom 4-byte character", B("\x77\x04\xf0\x9f\x98\x80"), 1},
+    {"utf8 atom with NUL", B("\x77\x01\x00"), 1},
+    {"latin1 atom high bytes", B("\x64\x00\x02\xe9\xff"), 1},
+    {"small latin1 atom high bytes", B("\x73\x02\xe9\xff"), 1},
+    /* references: old creations fit 2 bits; the first word 18 bits; at most 5 words, 3 for
+     * the local node (nonode@nohost, creation 0), which also needs at least one */
+    {"newer ref local 3 words", B("\x5a\x00\x03" NODE "\0\0\0\0" "\0\0\0\1\0\0\0\2\0\0\0\3"), 1},
+    {"newer ref local 4 words", B("\x5a\x00\x04" NODE "\0\0\0\0" "\0\0\0\1\0\0\0\2\0\0\0\3\0\0\0\4"), 0},
+    {"newer ref local 0 words", B("\x5a\x00\x00" NODE "\0\0\0\0"), 0},
+    {"newer ref local first word 2^18", B("\x5a\x00\x01" NODE "\0\0\0\0" "\0\4\0\0"), 0},
+    {"newer ref remote 5 words", B("\x5a\x00\x05" XNODE "\0\0\0\5" "\0\0\0\1\0\0\0\2\0\0\0\3\0\0\0\4\0\0\0\5"), 1},
+    {"newer ref remote 6 words", B("\x5a\x00\x06" XNODE "\0\0\0\5" "\0\0\0\1\0\0\0\2\0\0\0\3\0\0\0\4\0\0\0\5\0\0\0\6"), 0},
+    {"newer ref remote first word 2^18", B("\x5a\x00\x01" XNODE "\0\0\0\5" "\0\4\0\0"), 1},
+    {"new ref creation 4", B("\x72\x00\x01" XNODE "\4" "\0\0\0\1"), 0},
+    {"new ref remote first word 2^18", B("\x72\x00\x01" XNODE "\3" "\0\4\0\0"), 0},
+    {"new ref local 0 words", B("\x72\x00\x00" NODE "\0"), 1},
+    {"reference_ext id 2^18", B("\x65" XNODE "\0\4\0\0" "\1"), 0},
+    /* pids and ports: numbers checked for the local node only */
+    {"new pid local id 2^15", B("\x58" NODE "\0\0\x80\0" "\0\0\0\0" "\0\0\0\0"), 0},
+    {"new pid local serial 2^13", B("\x58" NODE "\0\0\0\1" "\0\0\x20\0" "\0\0\0\0"), 0},
+    {"new pid remote id 2^32-1", B("\x58" XNODE "\xff\xff\xff\xff" "\0\0\0\0" "\0\0\0\0"), 1},
+    {"pid_ext creation 4", B("\x67" XNODE "\0\0\0\1" "\0\0\0\0" "\4"), 0},
+    {"port_ext local 2^28", B("\x66" NODE "\x10\0\0\0" "\0"), 0},
+    {"v4 port local 2^32", B("\x78" NODE "\0\0\0\1\0\0\0\0" "\0\0\0\0"), 0},
+    {"v4 port remote 2^62", B("\x78" XNODE "\x40\0\0\0\0\0\0\0" "\0\0\0\5"), 1},
+    {"pid with an integer node", B("\x58\x61\x01" "\0\0\0\1" "\0\0\0\0" "\0\0\0\0"), 0},
+    /* floats: no NaN or infinities; FLOAT_EXT text as erts reads it */
+    {"NaN", B("\x46\x7f\xf8\0\0\0\0\0\0"), 0},
+    {"infinity", B("\x46\x7f\xf0\0\0\0\0\0\0"), 0},
+    {"-0.0", B("\x46\x80\0\0\0\0\0\0\0"), 1},
+    {"float_ext 1,5", B("\x63" "1,5" "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), 1},
+    {"float_ext no NUL", B("\x63" "1.000000000000000000000000000000"), 0},
+    {"float_ext 1e999", B("\x63" "1.0e999" "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), 0},
+    {"float_ext .5", B("\x63" ".5" "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), 0},
+    {"float_ext 1.5x", B("\x63" "1.5x" "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), 0},
+    /* bitstrings: Bits in 1..8, and 0 exactly when there is no byte */
+    {"bitstring 0 bits in 1 byte", B("\x4d\0\0\0\1" "\0" "\xff"), 0},
+    {"bitstring 9 bits", B("\x4d\0\0\0\1" "\x09" "\xff"), 0},
+    {"bitstring 1 bit, no byte", B("\x4d\0\0\0\0" "\x01"), 0},
+    {"bitstring 3 bits", B("\x4d\0\0\0\1" "\x03" "\xff"), 1},
+    {"bitstring empty", B("\x4d\0\0\0\0" "\0"), 1},
+    /* bignums: at most 4194296 bytes */
+    {"large big of 2^22 bytes (only the header)", B("\x6f\0\x40\0\0" "\0"), 0},
+    {"small big, sign byte 2", B("\x6e\x01\x02\x05"), 1},
+    /* maps: no two keys equal, however encoded */
+    {"map 1 twice", B("\x74\0\0\0\2" "\x61\x01\x61\x02" "\x61\x01\x61\x03"), 0},
+    {"map 1 and INTEGER_EXT 1", B("\x74\0\0\0\2" "\x61\x01\x61\x02" "\x62\0\0\0\1\x61\x03"), 0},
+    {"map 1 and a bignum 1", B("\x74\0\0\0\2" "\x61\x01\x61\x02" "\x6e\x02\0\x01\0\x61\x03"), 0},
+    {"map a as utf8 and latin1", B("\x74\0\0\0\2" "\x77\x01" "a" "\x61\x02" "\x64\0\x01" "a" "\x61\x03"), 0},
+    {"map caf\xc3\xa9 as utf8 and latin1", B("\x74\0\0\0\2" "\x77\x05" "caf\xc3\xa9" "\x61\x02" "\x64\0\x04" "caf\xe9" "\x61\x03"), 0},
+    {"map e-acute as utf8 and latin1", B("\x74\0\0\0\2" "\x77\x02\xc3\xa9" "\x61\x02" "\x73\x01\xe9" "\x61\x03"), 0},
+    {"map 0.0 and -0.0", B("\x74\0\0\0\2" "\x46\0\0\0\0\0\0\0\0" "\x61\x02" "\x46\x80\0\0\0\0\0\0\0" "\x61\x03"), 0},
+    {"map [5] as string and list", B("\x74\0\0\0\2" "\x6b\0\x01\x05" "\x61\x02" "\x6c\0\0\0\1\x61\x05\x6a" "\x61\x03"), 0},
+    {"map binary and 8-bit bitstring", B("\x74\0\0\0\2" "\x6d\0\0\0\1" "a" "\x61\x02" "\x4d\0\0\0\1\x08" "a" "\x61\x03"), 0},
+    {"map of maps in another order", B("\x74\0\0\0\2" "\x74\0\0\0\2\x61\1\x61\1\x61\2\x61\2" "\x6a" "\x74\0\0\0\2\x61\2\x61\2\x61\1\x61\1" "\x6a"), 0},
+    {"map one pid in PID_EXT and NEW_PID_EXT", B("\x74\0\0\0\2" "\x67" XNODE "\0\0\0\1\0\0\0\0\1" "\x6a" "\x58" XNODE "\0\0\0\1\0\0\0\0\0\0\0\1" "\x6a"), 0},
+    {"map bitstrings differing in unused bits", B("\x74\0\0\0\2" "\x4d\0\0\0\1\x03\x20" "\x6a" "\x4d\0\0\0\1\x03\x3f" "\x6a"), 0},
+    /* maps as keys of maps as keys: each map's digest is remembered (term_canon.c) */
+    {"map of maps keyed by maps, equal when reordered", B("\x74\0\0\0\2" "\x74\0\0\0\2" "\x74\0\0\0\2" "\x77\x01" "a" "\x61\x01" "\x77\x01" "b" "\x61\x02" "\x61\x01" "\x77\x01" "c" "\x61\x02" "\x6a" "\x74\0\0\0\2" "\x77\x01" "c" "\x61\x02" "\x74\0\0\0\2" "\x77\x01" "b" "\x61\x02" "\x77\x01" "a" "\x61\x01" "\x61\x01" "\x6a"), 0},
+    {"map of maps keyed by maps, one value differs", B("\x74\0\0\0\2" "\x74\0\0\0\2" "\x74\0\0\0\2" "\x77\x01" "a" "\x61\x01" "\x77\x01" "b" "\x61\x02" "\x61\x01" "\x77\x01" "c" "\x61\x02" "\x6a" "\x74\0\0\0\2" "\x77\x01" "c" "\x61\x03" "\x74\0\0\0\2" "\x77\x01" "b" "\x61\x02" "\x77\x01" "a" "\x61\x01" "\x61\x01" "\x6a"), 1},
+    {"map 1 and 1.0", B("\x74\0\0\0\2" "\x61\x01\x61\x02" "\x46\x3f\xf0\0\0\0\0\0\0\x61\x03"), 1},
+    {"map <<1:3>> and <<1:4>>", B("\x74\0\0\0\2" "\x4d\0\0\0\1\x03\x20" "\x6a" "\x4d\0\0\0\1\x04\x10" "\x6a"), 1},
+    {"map a and b", B("\x74\0\0\0\2" "\x77\x01" "a" "\x6a" "\x77\x01" "b" "\x6a"), 1},
+    /* exports: atoms and a non-negative integer arity */
+    {"export arity -1", B("\x71\x77\x06" "erlang" "\x77\x04" "self" "\x62\xff\xff\xff\xff"), 0},
+    {"export arity 300", B("\x71\x77\x06" "erlang" "\x77\x04" "self" "\x62\0\0\x01\x2c"), 1},
+    {"export arity an atom", B("\x71\x77\x06" "erlang" "\x77\x04" "self" "\x77\x01" "a"), 0},
+    {"export module an integer", B("\x71\x61\x01\x77\x04" "self" "\x61\x00"), 0},
+    /* trailing bytes are ignored, as binary_to_term ignores them */
+    {"trailing bytes", B("\x61\x01\x01\x02\x03"), 1},
+};
+
+static void test_validator_agrees_with_binary_to_term(void **state)
 {
     (void)state;
-    /* {x, Fun} where Fun claims Size 4 (only its own size field): ei_skip_term would parse
-     * the fields that are not there and read past the buffer. */
-    const char frame[] = {(char)131, ERL_SMALL_TUPLE_EXT, 2, ERL_SMALL_ATOM_UTF8_EXT, 1, 'x',
-                          ERL_NEW_FUN_EXT, 0, 0, 0, 4};
-    char *copy = malloc(sizeof(frame)); /* exact size: ASan sees any overread */
-    memcpy(copy, frame, sizeof(frame));
+    for (size_t i = 0; i < sizeof verdicts / sizeof verdicts[0]; i++) {
+        const struct verdict *v = &verdicts[i];
+        char *copy = malloc(v->len + 1); /* exact size: ASan sees any overread */
+        copy[0] = (char)131;
+        memcpy(copy + 1, v->bytes, v->len);
+        struct term_error err = {0};
+        int ok = term_validate(copy, v->len + 1, &err) == 0;
+        if (ok != v->beam_accepts)
+            fail_msg("%s: the BEAM %s it, the validator %s it (%s)", v->what,
+                     v->beam_accepts ? "accepts" : "refuses", ok ? "accepts" : "refuses",
+                     ok ? "" : err.message);
+        if (!ok)
+            assert_string_equal(err.kind, "bad_frame");
+        free(copy);
+    }
+}
+
+/* A real fun (term_to_binary({x, fun(X) -> X + Y end}) on OTP 25): its fields are walked,
+ * term_skip ends where the walk ends; as an argument it is badarg. */
+static void test_a_real_fun_validates_and_is_refused_as_an_argument(void **state)
+{
+    (void)state;
+    static const char fun[] =
+        "\x83\x68\x02\x64\x00\x01\x78\x70\x00\x00\x00\x71\x01\xb7\x56\x52\xb4\x23\x7e\x24\x3b\x88"
+        "\x09\x0e\x28\x7e\x9e\x96\x17\x00\x00\x00\x00\x00\x00\x00\x00\x64\x00\x2d\x66\x75\x6e\x5f"
+        "\x65\x73\x63\x72\x69\x70\x74\x5f\x5f\x65\x73\x63\x72\x69\x70\x74\x5f\x5f\x31\x37\x39\x36"
+        "\x5f\x5f\x31\x30\x36\x36\x36\x34\x5f\x5f\x38\x31\x38\x30\x32\x33\x5f\x5f\x32\x61\x00\x62"
+        "\x05\xba\xb2\x95\x58\x64\x00\x0d\x6e\x6f\x6e\x6f\x64\x65\x40\x6e\x6f\x68\x6f\x73\x74\x00"
+        "\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00\x00";
+    size_t n = sizeof fun - 1;
+    char *copy = malloc(n); /* exact size: ASan sees any overread */
+    memcpy(copy, fun, n);
     struct term_error err = {0};
-    assert_int_equal(term_validate(copy, sizeof(frame), &err), 0);
+    assert_int_equal(term_validate(copy, n, &err), 0);
     int index = 1;
-    assert_int_equal(term_skip(copy, sizeof(frame), &index), 0);
-    assert_int_equal(index, (int)sizeof(frame));
+    assert_int_equal(term_skip(copy, n, &index), 0);
+    assert_int_equal(index, (int)n);
     index = 1;
     PyObject *obj = term_to_py(copy, &index, &err);
     assert_null(obj);
     assert_string_equal(err.kind, "badarg");
+    /* binary_to_term ignores the Size field: so does the walk (and term_skip goes by fields) */
+    copy[10]++;
+    assert_int_equal(term_validate(copy, n, &err), 0);
+    index = 1;
+    assert_int_equal(term_skip(copy, n, &index), 0);
+    assert_int_equal(index, (int)n);
+    /* but OldIndex must be an integer (here the atom a in place of SMALL_INTEGER 0) */
+    char *bad = malloc(n + 1);
+    assert_int_equal((unsigned char)copy[85], ERL_SMALL_INTEGER_EXT);
+    memcpy(bad, copy, 85);
+    memcpy(bad + 85, "\x77\x01" "a", 3);
+    memcpy(bad + 88, copy + 87, n - 87);
+    assert_int_equal(term_validate(bad, n + 1, &err), -1);
+    assert_string_equal(err.kind, "bad_frame");
+    free(bad);
     free(copy);
+}
+
+/* The example: {call, <<192,128>> as an atom, ping} is a bad frame with no Ref. */
+static void test_bad_atom_in_ref_is_bad_frame_without_ref(void **state)
+{
+    (void)state;
+    const char frame[] = "\x83\x68\x03\x77\x04" "call" "\x77\x02\xc0\x80\x77\x04" "ping";
+    struct call call;
+    assert_int_equal(request_parse(frame, sizeof frame - 1, 1 << 20, &call), REQUEST_BAD_FRAME);
+    assert_null(call.ref);
+    request_release(&call);
+}
+
+/* What the validator newly lets through decodes as binary_to_term reads it. */
+static void test_decoder_reads_what_the_beam_reads(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *expect;
+    } cases[] = {
+        {B("\x83\x77\x03" "a\0b"), "__import__('_uro_port').Atom('a\\x00b')"},
+        {B("\x83\x64\0\x02\xe9\xff"), "__import__('_uro_port').Atom('\\xe9\\xff')"},
+        {B("\x83\x4d\0\0\0\x02\x08" "ab"), "'ab'"},
+        {B("\x83\x4d\0\0\0\0\0"), "''"},
+        {B("\x83\x6c\0\0\0\0\x61\x07"), "7"},
+        {B("\x83\x63" "1,5" "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), "1.5"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct term_error err = {0};
+        assert_int_equal(term_validate(cases[i].bytes, cases[i].len, &err), 0);
+        int index = 1;
+        PyObject *obj = term_to_py(cases[i].bytes, &index, &err);
+        if (!obj)
+            fail_msg("case %zu: %s", i, err.message);
+        assert_py_equal(obj, cases[i].expect);
+    }
+}
+
+/* A str holding surrogate escapes (a non-UTF-8 id in Python) goes out as its raw bytes. */
+static void test_surrogate_escaped_str_is_its_bytes(void **state)
+{
+    (void)state;
+    encode_to_x(eval("b'\\xff\\xfe\\x00'.decode('utf-8', 'surrogateescape')"));
+    const char want[] = "\x83\x6d\0\0\0\x03\xff\xfe\x00";
+    assert_int_equal(x.index, (int)sizeof want - 1);
+    assert_memory_equal(x.buff, want, sizeof want - 1);
+    /* a lone surrogate that is no escape still cannot be encoded */
+    begin();
+    struct term_error err = {0};
+    PyObject *bad = eval("'\\ud800'");
+    assert_int_equal(py_to_term(&x, bad, &err), -1);
+    assert_string_equal(err.kind, "internal");
+    Py_DECREF(bad);
 }
 
 /* ---- set-up ------------------------------------------------------------------------------- */
@@ -589,7 +781,11 @@ int main(void)
         cmocka_unit_test(test_malformed_corpus),
         cmocka_unit_test(test_random_mutations_never_crash),
         cmocka_unit_test(test_find_call_ref_of_too_deep_call),
-        cmocka_unit_test(test_skip_of_a_fun_uses_its_size_not_its_insides),
+        cmocka_unit_test(test_validator_agrees_with_binary_to_term),
+        cmocka_unit_test(test_a_real_fun_validates_and_is_refused_as_an_argument),
+        cmocka_unit_test(test_bad_atom_in_ref_is_bad_frame_without_ref),
+        cmocka_unit_test(test_decoder_reads_what_the_beam_reads),
+        cmocka_unit_test(test_surrogate_escaped_str_is_its_bytes),
     };
     return cmocka_run_group_tests(tests, start_python, NULL);
 }
