@@ -173,7 +173,7 @@ test-python: $(RANK_EXT)
 test-replay: build
 	escript test/replay/replay.escript priv/uro_recommender test/replay/*.session
 
-# ---- fuzzing (docs/OPERATIONS.md, "Fuzzing") ---------------------------------------------------
+# ---- fuzzing (docs/OPERATIONS.md, "Fuzzing and soak") ------------------------------------------
 # libFuzzer over the term codec (test/fuzz/fuzz_term.c), clang with ASan and UBSan. `make fuzz`
 # runs it for FUZZ_SECONDS growing test/fuzz/corpus, then the frame-mutation fuzzer against the
 # real port for as long; `make test-fuzz` is the 30 s smoke run that make test includes (new

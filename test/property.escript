@@ -3,7 +3,7 @@
 %%! +pc unicode
 %%
 %% The frame property test, and the frame-mutation fuzzer against the real executable
-%% (docs/OPERATIONS.md, "Fuzzing"):
+%% (docs/OPERATIONS.md, "Fuzzing and soak"):
 %%
 %%   escript test/property.escript PORT_EXE [--frames N] [--seconds S] [--seed I]
 %%                                          [--window W] [--rss-growth-mb M]

@@ -9,7 +9,8 @@ the feature models (FM, WideDeep, ...) then simply run with no features.
 ``kind`` says how we serve a model:
 
 - ``embed``: it has ``user_embeds_np``/``item_embeds_np`` after fit and load, so
-  recommend/predict/similar_items are done with numpy here (fast, deterministic).
+  recommend/predict/similar_items are done here, not by libreco: lists ranked by their exact
+  float64 score through the float32 kernel of c_src/rank.c (uro_rec.shortlist), deterministic.
 - ``memory``: the neighbourhood models; their own candidates come from
   :mod:`uro_rec.neighbours` (never libreco's random popular fill), scores from ``predict``.
 - ``other``: we call the model's own ``recommend_user``/``predict``.

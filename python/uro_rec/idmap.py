@@ -3,11 +3,11 @@
 A model trained here holds its ids as a Python list and a dict (exact Python values: see
 uro_rec.registry). At a million items those are ~150 MB of objects in every port. A version
 saved with ``serving/`` (uro_rec.snapshot) stores ids that numpy holds exactly (all ints in
-int64, or all strs) as .npy files instead: the ids in inner order, the same sorted, and each
-sorted id's inner index. :class:`Ids` maps them read-only; a lookup is a binary search
-(microseconds), and the values come back as the Python ``int`` / ``str`` they were trained
-as. Ids numpy cannot hold exactly (bignums, mixed types, strs ending in NUL) stay in the
-version's uro_meta.json as before.
+int64, or all strs of at most 256 characters) as .npy files instead: the ids in inner order,
+the same sorted, and each sorted id's inner index. :class:`Ids` maps them read-only; a lookup
+is a binary search (microseconds), and the values come back as the Python ``int`` / ``str``
+they were trained as. Ids numpy cannot hold exactly (bignums, mixed types, strs ending in NUL)
+and strs longer than 256 characters stay in the version's uro_meta.json as before.
 """
 import os
 

@@ -1,6 +1,6 @@
 /*
  * fuzz_term.c: the libFuzzer harness over the port's term codec (make fuzz, make test-fuzz;
- * docs/OPERATIONS.md, "Fuzzing"). Built with clang, ASan and UBSan.
+ * docs/OPERATIONS.md, "Fuzzing and soak"). Built with clang, ASan and UBSan.
  *
  * Each input is one request frame, taken through what the port does with it and more:
  *   1. request_parse (inflate, validate, parse the call), as the port reads every frame;
