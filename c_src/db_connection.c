@@ -18,6 +18,7 @@
  */
 #include "db_private.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -71,13 +72,29 @@ PyObject *db_raise_result(PGconn *c, PGresult *res)
 
 /* ---- connection ----------------------------------------------------------------------------- */
 
+/* A setting that is not a whole number of seconds in 0..86400 keeps the default: atoi would
+ * read "5s" as 5 but "abc" or "-1" as 0, which libpq takes as "no bound at all". Said on
+ * stderr (fd 2: the frames do not exist yet when this runs). */
+static void set_connect_timeout(const char *t)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(t, &end, 10);
+    if (errno || end == t || *end || v < 0 || v > 86400) {
+        fprintf(stderr, "uro_recommender: connect timeout %s is not 0..86400 seconds; using %s\n",
+                t, connect_timeout);
+        return;
+    }
+    snprintf(connect_timeout, sizeof(connect_timeout), "%ld", v);
+}
+
 void db_configure(const char *info)
 {
     free(conninfo);
     conninfo = info && *info ? strdup(info) : NULL;
     const char *t = getenv("URO_REC_DB_CONNECT_TIMEOUT");
     if (t && *t)
-        snprintf(connect_timeout, sizeof(connect_timeout), "%d", atoi(t));
+        set_connect_timeout(t);
 }
 
 static void drop_connection(int slot)

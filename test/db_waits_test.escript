@@ -45,6 +45,7 @@ main([Exe]) ->
     Ctx = #{exe => filename:absname(Exe), suffix => Suffix, server => Server, tmp => Tmp,
             ok_dir => Ok, sleep_dir => Sleep},
     Cases = [{"A  silent listener: timeout at the deadline; connect_timeout", fun case_silent/1},
+             {"A2 a connect timeout that is no number keeps the 5 s bound", fun case_bad_setting/1},
              {"B  startup answered, then silence: timeout at the deadline", fun case_stall/1},
              {"C  pg_sleep(20), timeout_ms 2000: cancelled, connection reused", fun case_sleep/1},
              {"D  own server restarted, then frozen and restarted, mid-call", fun case_restart/1},
@@ -105,6 +106,23 @@ case_silent(#{ok_dir := Ok} = Ctx) ->
         {ok, [<<"ok.sql">>]} = call(P, {apply_schema, Ok}, #{timeout_ms => 5000}),
         {ok, #{database := #{timeouts := 2, connected := true}}} = call(P, info),
         fmt("timeout ~b ms late; connect_timeout 2 s after ~b ms", [Late1, Ms])
+    after
+        stop_port(P),
+        proxy_stop(Proxy)
+    end.
+
+%% atoi read "-1" or "abc" as 0, which libpq takes as no bound at all.
+case_bad_setting(#{ok_dir := Ok} = Ctx) ->
+    Proxy = proxy_start(silent, upstream(Ctx)),
+    P = start_port(Ctx, proxy_url(Proxy, "uro_db_waits"), [{"URO_REC_DB_CONNECT_TIMEOUT", "-1"}]),
+    try
+        T0 = erlang:monotonic_time(millisecond),
+        {error, {database, #{sqlstate := <<"08001">>, message := M}}} = call(P, {apply_schema, Ok}),
+        Ms = erlang:monotonic_time(millisecond) - T0,
+        true = Ms >= 4900 andalso Ms < 5000 + ?LATE_MS,
+        {match, _} = re:run(M, "connect_timeout \\(5 s\\)"),
+        {ok, pong} = call(P, ping),
+        fmt("URO_REC_DB_CONNECT_TIMEOUT=-1: the default, connect refused after ~b ms", [Ms])
     after
         stop_port(P),
         proxy_stop(Proxy)
