@@ -167,7 +167,8 @@ defmodule UroRecommender.Interactions do
       nil ->
         table = Keyword.get(opts, :table, "uro_rec_interactions")
         pool = Keyword.get(opts, :pool, UroRecommender)
-        forget_in_database(user_id, %{table: table, pool: pool, timeout: 15_000}, 0)
+        timeout = Keyword.get(opts, :timeout, 15_000)
+        forget_in_database(user_id, %{table: table, pool: pool, timeout: timeout}, 0)
 
       pid ->
         GenServer.call(pid, {:forget, user_id}, Keyword.get(opts, :timeout, 60_000))
