@@ -352,6 +352,51 @@ static int put_fun(struct canon *o, const unsigned char *p, size_t *pos, int dep
     return 0;
 }
 
+/* An integer too big for INTEGER_EXT, as put_integer writes every integer. */
+static int put_big(struct canon *o, const unsigned char *p, size_t *pos)
+{
+    int small = p[*pos] == ERL_SMALL_BIG_EXT;
+    size_t n = small ? p[*pos + 1] : be32(p + *pos + 1);
+    size_t head = small ? 2 : 5;
+    int negative = p[*pos + head] != 0;
+    const unsigned char *digits = p + *pos + head + 1;
+    *pos += head + 1 + n;
+    return put_integer(o, negative, digits, n);
+}
+
+/* A float, binary (NEW_FLOAT_EXT) or as the 31 characters of FLOAT_EXT's text. */
+static int put_float_ext(struct canon *o, const unsigned char *p, size_t *pos)
+{
+    if (p[*pos] == NEW_FLOAT_EXT) {
+        uint64_t bits = be64(p + *pos + 1);
+        double d;
+        memcpy(&d, &bits, 8);
+        *pos += 9;
+        return put_float(o, d);
+    }
+    char text[32];
+    memcpy(text, p + *pos + 1, 31);
+    text[31] = '\0';
+    for (char *c = text; *c; c++)
+        if (*c == ',')
+            *c = '.';
+    *pos += 32;
+    return put_float(o, strtod(text, NULL));
+}
+
+static int put_tuple(struct canon *o, const unsigned char *p, size_t *pos, int depth)
+{
+    int small = p[*pos] == ERL_SMALL_TUPLE_EXT;
+    uint32_t n = small ? p[*pos + 1] : be32(p + *pos + 1);
+    *pos += small ? 2 : 5;
+    if (put_tag_len(o, 'T', n) < 0)
+        return -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (canon(o, p, pos, depth + 1) < 0)
+            return -1;
+    return 0;
+}
+
 static int canon(struct canon *o, const unsigned char *p, size_t *pos, int depth)
 {
     unsigned char tag = p[*pos];
@@ -363,32 +408,11 @@ static int canon(struct canon *o, const unsigned char *p, size_t *pos, int depth
         *pos += 5;
         return put_small(o, (int32_t)be32(p + *pos - 4));
     case ERL_SMALL_BIG_EXT:
-    case ERL_LARGE_BIG_EXT: {
-        int small = tag == ERL_SMALL_BIG_EXT;
-        size_t n = small ? p[*pos + 1] : be32(p + *pos + 1);
-        size_t head = small ? 2 : 5;
-        int negative = p[*pos + head] != 0;
-        const unsigned char *digits = p + *pos + head + 1;
-        *pos += head + 1 + n;
-        return put_integer(o, negative, digits, n);
-    }
-    case NEW_FLOAT_EXT: {
-        uint64_t bits = be64(p + *pos + 1);
-        double d;
-        memcpy(&d, &bits, 8);
-        *pos += 9;
-        return put_float(o, d);
-    }
-    case ERL_FLOAT_EXT: {
-        char text[32];
-        memcpy(text, p + *pos + 1, 31);
-        text[31] = '\0';
-        for (char *c = text; *c; c++)
-            if (*c == ',')
-                *c = '.';
-        *pos += 32;
-        return put_float(o, strtod(text, NULL));
-    }
+    case ERL_LARGE_BIG_EXT:
+        return put_big(o, p, pos);
+    case NEW_FLOAT_EXT:
+    case ERL_FLOAT_EXT:
+        return put_float_ext(o, p, pos);
     case ERL_ATOM_EXT:
     case ERL_ATOM_UTF8_EXT:
     case ERL_SMALL_ATOM_EXT:
@@ -402,17 +426,8 @@ static int canon(struct canon *o, const unsigned char *p, size_t *pos, int depth
     case ERL_LIST_EXT:
         return put_list(o, p, pos, depth);
     case ERL_SMALL_TUPLE_EXT:
-    case ERL_LARGE_TUPLE_EXT: {
-        int small = tag == ERL_SMALL_TUPLE_EXT;
-        uint32_t n = small ? p[*pos + 1] : be32(p + *pos + 1);
-        *pos += small ? 2 : 5;
-        if (put_tag_len(o, 'T', n) < 0)
-            return -1;
-        for (uint32_t i = 0; i < n; i++)
-            if (canon(o, p, pos, depth + 1) < 0)
-                return -1;
-        return 0;
-    }
+    case ERL_LARGE_TUPLE_EXT:
+        return put_tuple(o, p, pos, depth);
     case ERL_MAP_EXT:
         return put_map(o, p, pos, depth);
     case ERL_BINARY_EXT:
