@@ -82,7 +82,7 @@ bench: setup
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
 	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
-	@$(MAKE) --no-print-directory bench-throughput-run
+	-@$(MAKE) --no-print-directory bench-throughput-run
 	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/catalogue_bench.py priv/uro_recommender _build/rank_floor
 # Throughput with 1, 8 and 64 concurrent clients, pools of 1, 2 and 4 ports, batching off and on
 # (UroRecommender.Batch); the plot bench/throughput.png: bench/README.md, "Throughput"

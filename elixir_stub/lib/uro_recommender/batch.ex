@@ -5,13 +5,20 @@ defmodule UroRecommender.Batch do
   plain data; `UroRecommender.Port` holds the calls and talks to the OS process.
 
   As in `Nx.Serving`, nothing waits for a batch to fill: a call that finds its port idle goes
-  straight through. Only the calls that arrive while the port is answering at least 4 callers
+  straight through. Only the calls that arrive while the port is answering at least 12 callers
+  (`:batch_from`)
   (its frames in flight, every caller of a batch counted) are held, grouped by model, `N`,
   options and timeout, and each group goes out as one `recommend_many` as soon as the port has
   nothing in flight (or at once when it reaches `:batch_size`). A group of fewer than 4 goes
   out as its callers' own `recommend` frames, back to back.
 
-  Why 4: measured on a 10k-item ALS model (pipelined, so the port never waited), a
+  Why 12 (`:batch_from`): once the port's ranking got twice as cheap (issue 11's float32
+  kernel: 45 us of port CPU a call at 10k items), holding from 4 callers on made one port
+  with 8 clients 0.67x as fast as no batching, p50 1.53x, on a quiet machine; holding from 12
+  on gave 1.00x and p50 1.01x, and at 64 clients still 1.38x the calls/s, p99 0.67x
+  (bench/README.md, "Throughput"). The figures below are from before that change.
+
+  Why 4 (the smallest batch): measured on a 10k-item ALS model (pipelined, so the port never waited), a
   `recommend_many` of 1 to 3 users cost the port as much per user as separate `recommend`
   calls, or more; of 8 or more users a quarter to a half in two rounds of three (the third met
   a change of load). Holding calls as soon as one was in flight made 2 ports with 8 clients
@@ -51,17 +58,21 @@ defmodule UroRecommender.Batch do
 
   @doc """
   Whether a batchable call is held, given the port's frames in flight and the callers beyond
-  the first of each batch among them: when the port is answering at least 4 callers.
+  the first of each batch among them: when the port is answering at least `from` callers (the
+  pool's `:batch_from`, default 12; never fewer than 4).
 
-      iex> UroRecommender.Batch.hold?(0, 0)
+      iex> UroRecommender.Batch.hold?(0, 0, 12)
       false
-      iex> UroRecommender.Batch.hold?(3, 0)
+      iex> UroRecommender.Batch.hold?(8, 0, 12)
       false
-      iex> UroRecommender.Batch.hold?(1, 7)
+      iex> UroRecommender.Batch.hold?(1, 11, 12)
       true
+      iex> UroRecommender.Batch.hold?(3, 0, 1)
+      false
   """
-  @spec hold?(non_neg_integer(), non_neg_integer()) :: boolean()
-  def hold?(frames, batched), do: frames > 0 and frames + batched >= @min_batch
+  @spec hold?(non_neg_integer(), non_neg_integer(), pos_integer()) :: boolean()
+  def hold?(frames, batched, from),
+    do: frames > 0 and frames + batched >= max(from, @min_batch)
 
   @doc """
   The group a call may be held in, or `nil` when it is never batched.

@@ -21,6 +21,10 @@ defmodule UroRecommender.Config do
       {:pos_integer, 32,
        "most `recommend` calls a serving port answers with one `recommend_many` when they " <>
          "arrive while it is busy; `1` turns batching off (`UroRecommender.Batch`)"},
+    batch_from:
+      {:pos_integer, 12,
+       "callers in flight on a serving port from which its `recommend` calls are held for " <>
+         "a batch (`UroRecommender.Batch`: below it, pipelined calls are cheaper)"},
     timeout: {:pos_integer, 30_000, "ms per call, unless the call gives `:timeout`"},
     train_timeout:
       {:timeout, :timer.hours(2), "ms per call on the training port (`train`, `export`, ...)"},
@@ -68,7 +72,7 @@ defmodule UroRecommender.Config do
   message naming it, instead of a pool of another size:
 
       iex> UroRecommender.Config.validate!(pool_sise: 7)
-      ** (ArgumentError) unknown options [:pool_sise], valid options are: [:name, :port_path, :python_dir, :venv, :model_dir, :database_url, :pool_size, :batch_size, :timeout, :train_timeout, :grace, :ready_timeout, :backoff, :max_frame, :data_dir, :model_key_file, :allow_unsigned_models, :env, :args, :cpu_affinity, :record, :send_timeout_ms]
+      ** (ArgumentError) unknown options [:pool_sise], valid options are: [:name, :port_path, :python_dir, :venv, :model_dir, :database_url, :pool_size, :batch_size, :batch_from, :timeout, :train_timeout, :grace, :ready_timeout, :backoff, :max_frame, :data_dir, :model_key_file, :allow_unsigned_models, :env, :args, :cpu_affinity, :record, :send_timeout_ms]
 
       iex> UroRecommender.Config.validate!(pool_size: 0)
       ** (ArgumentError) invalid value for :pool_size option: expected positive integer, got: 0

@@ -5,7 +5,7 @@ defmodule UroRecommender.Pool do
     * Serving calls (`recommend`, `predict`, ...) go to the serving port with the
       fewest calls in flight (an `:atomics` counter per port, kept by the port
       server; ties go round-robin).
-    * Concurrent `recommend` calls that reach a port while it is answering at least 4
+    * Concurrent `recommend` calls that reach a port while it is answering at least 12 (`:batch_from`)
       callers are held and sent as one `recommend_many` for the same model, `N` and
       options, at most `:batch_size` (default 32; `1` turns it off) callers at a time, each
       answered with its own list or error; a call that finds its port idle goes straight

@@ -36,7 +36,7 @@ defmodule UroRecommender.Port do
   order, with `{reply, Ref, Reply}`; the caller gets `Reply` (`{:ok, value}` or
   `{:error, {kind, detail}}`). Each call is a `:telemetry` span (`UroRecommender.Telemetry`).
 
-  With `:batch_size` above 1, a `recommend` that arrives while the port is answering at least 4
+  With `:batch_size` above 1, a `recommend` that arrives while the port is answering at least 12 (`:batch_from`)
   callers is held, and the held calls of one model, `N` and options go out as one
   `recommend_many` when nothing is in flight any more (or at once when `:batch_size` of them are held; fewer than 4 go as
   separate `recommend` frames); each caller gets its own list (`UroRecommender.Batch`). Any other call first sends what is held, so frames keep
@@ -80,6 +80,8 @@ defmodule UroRecommender.Port do
     * `:batch_size` (default 1, off; the pool gives 32): `recommend` calls that arrive while
       the port is busy are held and sent as one `recommend_many` of at most this many
       callers, each answered with its own list (`UroRecommender.Batch`)
+    * `:batch_from` (default 12): calls are held only while the port answers at least this
+      many callers
     * `:name` to register the server; `:id` a term naming this port in logs, events and the
       store (default: `:name`, else the pid)
     * `:store` and `:store_key`: where the loaded models are kept across restarts
@@ -248,6 +250,7 @@ defmodule UroRecommender.Port do
       backoff: Keyword.get(opts, :backoff, {1_000, 60_000}),
       send_timeout_ms: Keyword.get(opts, :send_timeout_ms, true),
       batch_size: Keyword.get(opts, :batch_size, 1),
+      batch_from: Keyword.get(opts, :batch_from, 12),
       # recommend calls held for a batch, and the callers beyond the first of each batch frame
       # in flight (both counted in in_flight).
       held: Batch.new(),
@@ -533,7 +536,8 @@ defmodule UroRecommender.Port do
       key == nil ->
         state |> flush() |> send_members([member])
 
-      state.held.count == 0 and not Batch.hold?(map_size(state.calls), state.batched) ->
+      state.held.count == 0 and
+          not Batch.hold?(map_size(state.calls), state.batched, state.batch_from) ->
         send_members(state, [member])
 
       true ->

@@ -14,19 +14,21 @@ defmodule UroRecommender.BatchTest do
   @moduletag timeout: 300_000
 
   setup_all do
-    start_supervised!(
-      {UroRecommender,
-       name: @pool,
-       port_path: port_path(),
-       model_dir: tmp_dir("batch"),
-       pool_size: 1,
-       batch_size: 8,
-       timeout: 60_000,
-       backoff: {100, 1_000},
-       # URO_REC_MAX_REPLY_ITEMS: a recommend_many of more than 100 ids is refused as a whole
-       # (badarg), while each of its calls alone is fine: the refused-batch test below.
-       env: [{"URO_REC_FAULTS", "1"}, {"URO_REC_MAX_REPLY_ITEMS", "100"}]}
-    )
+    start_supervised!({
+      UroRecommender,
+      # Held from 4 callers in flight (the default is 12): the tests occupy the port with 4.
+      # URO_REC_MAX_REPLY_ITEMS: a recommend_many of more than 100 ids is refused as a whole
+      # (badarg), while each of its calls alone is fine: the refused-batch test below.
+      name: @pool,
+      port_path: port_path(),
+      model_dir: tmp_dir("batch"),
+      pool_size: 1,
+      batch_size: 8,
+      batch_from: 4,
+      timeout: 60_000,
+      backoff: {100, 1_000},
+      env: [{"URO_REC_FAULTS", "1"}, {"URO_REC_MAX_REPLY_ITEMS", "100"}]
+    })
 
     other = %{algorithm: "ALS", data: {:rows, tiny_rows()}, params: %{n_epochs: 2, embed_size: 4}}
 
@@ -265,14 +267,16 @@ defmodule UroRecommender.BatchTest do
     name = :"uro_rec_batch_off_#{System.unique_integer([:positive])}"
 
     start_supervised!(
-      {Port,
-       port_path: port_path(),
-       model_dir: tmp_dir("batch_off"),
-       name: name,
-       batch_size: 1,
-       # URO_REC_MAX_REPLY_ITEMS: a recommend_many of more than 100 ids is refused as a whole
-       # (badarg), while each of its calls alone is fine: the refused-batch test below.
-       env: [{"URO_REC_FAULTS", "1"}, {"URO_REC_MAX_REPLY_ITEMS", "100"}]},
+      {
+        Port,
+        # URO_REC_MAX_REPLY_ITEMS: a recommend_many of more than 100 ids is refused as a whole
+        # (badarg), while each of its calls alone is fine: the refused-batch test below.
+        port_path: port_path(),
+        model_dir: tmp_dir("batch_off"),
+        name: name,
+        batch_size: 1,
+        env: [{"URO_REC_FAULTS", "1"}, {"URO_REC_MAX_REPLY_ITEMS", "100"}]
+      },
       id: name
     )
 

@@ -117,7 +117,10 @@ defmodule UroRecommender.UroPipelineTest do
       """)
 
     home = Enum.count(top10, fn [u, name] -> String.starts_with?(name, theme_of[u]) end)
-    assert length(top10) >= 10 * 200 and home / length(top10) >= 0.5, "home #{home}/#{length(top10)}"
+
+    assert length(top10) >= 10 * 200 and home / length(top10) >= 0.5,
+           "home #{home}/#{length(top10)}"
+
     assert Enum.count(Enum.take(names, 10), &String.starts_with?(&1, theme)) >= 4, inspect(names)
     assert MapSet.disjoint?(MapSet.new(names), MapSet.new(visited))
     refute Enum.any?(names, &String.ends_with?(&1, "(private)"))
