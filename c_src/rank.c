@@ -1,11 +1,12 @@
 /*
  * rank.c: top-n items of an embedding model for one or many users (see rank.h).
  *
- * Two passes. The fast one (rank_fast.c) scores every item in float32 (a blocked dot product,
- * 8 SIMD lanes) and keeps a shortlist of K > n items in a bounded heap. The exact
- * one scores the shortlist again in doubles, summing the products in dimension order: that is
- * the score a list is ranked by, on every path, so recommend, recommend_many and export give
- * the same lists, and those are the lists an exact ranking of every item gives.
+ * Two passes. The fast one (rank_fast.c) scores every item in float32 (8 SIMD lanes; many
+ * users at once against transposed blocks of items) and keeps a shortlist of K > n items in
+ * a bounded heap. The exact one scores the shortlist again in doubles, summing the products
+ * in dimension order: that is the score a list is ranked by, on every path, so recommend,
+ * recommend_many and export give the same lists, and those are the lists an exact ranking
+ * of every item gives.
  *
  * Why the shortlist is enough: a float32 dot product of d terms is within
  * d * eps32 * sum|u_i v_i| of the true value (any summation order, FMA or not), and rounding u
@@ -28,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GROUP 8    /* users scored per read of an item row (recommend_many, export) */
 #define TRIES 2    /* shortlist growths before the exact pass over every item */
 
 /* ---- the exact score ---------------------------------------------------------------------- */
@@ -168,7 +168,7 @@ static int retry_user(const struct rank_items *it, const double *u, float *u32,
             emit(tmp, h.size, n, idx, score, count);
             break;
         }
-        rank_shortlist(it, u32, 1, bans, &h);
+        rank_shortlist(it, u32, 1, bans, &h, NULL);
         if (settle(it, u, &h, n, bound, tmp)) {
             emit(tmp, h.size, n, idx, score, count);
             break;
@@ -192,18 +192,19 @@ int rank_top(const struct rank_items *it, const double *u, int64_t users,
     const int64_t cap = shortlist_size(n, it->n);
     /* 2 d eps32 for the dot product, eps32 for u in float32, the scale's rounding, slack */
     const double factor = (2.0 * d + 8.0) * ldexp(1.0, -24);
-    float *u32 = malloc(sizeof(float) * (size_t)GROUP * (size_t)(d ? d : 1));
-    double *keys = malloc(sizeof(double) * (size_t)GROUP * (size_t)(cap + 1));
-    int64_t *idxs = malloc(sizeof(int64_t) * (size_t)GROUP * (size_t)(cap + 1));
+    float *u32 = malloc(sizeof(float) * (size_t)RANK_GROUP * (size_t)(d ? d : 1));
+    double *keys = malloc(sizeof(double) * (size_t)RANK_GROUP * (size_t)(cap + 1));
+    int64_t *idxs = malloc(sizeof(int64_t) * (size_t)RANK_GROUP * (size_t)(cap + 1));
     struct scored *tmp = malloc(sizeof(*tmp) * (size_t)(cap + 1));
+    float *panels = malloc(sizeof(float) * 16 * (size_t)(d ? d : 1));
     int rc = -1;
-    if (!u32 || !keys || !idxs || !tmp)
+    if (!u32 || !keys || !idxs || !tmp || !panels)
         goto out;
     memset(counts, 0, sizeof(*counts));
-    for (int64_t start = 0; start < users; start += GROUP) {
-        int g = users - start < GROUP ? (int)(users - start) : GROUP;
-        struct heap heaps[GROUP];
-        struct bans bans[GROUP];
+    for (int64_t start = 0; start < users; start += RANK_GROUP) {
+        int g = users - start < RANK_GROUP ? (int)(users - start) : RANK_GROUP;
+        struct heap heaps[RANK_GROUP];
+        struct bans bans[RANK_GROUP];
         for (int k = 0; k < g; k++) {
             int64_t b = start + k;
             for (int i = 0; i < d; i++)
@@ -213,7 +214,7 @@ int rank_top(const struct rank_items *it, const double *u, int64_t users,
                                     n_shared};
         }
         if (n > 0 && cap > 0)
-            rank_shortlist(it, u32, g, bans, heaps);
+            rank_shortlist(it, u32, g, bans, heaps, panels);
         for (int k = 0; k < g; k++) {
             int64_t b = start + k;
             const double *ub = u + b * d;
@@ -237,5 +238,6 @@ out:
     free(keys);
     free(idxs);
     free(tmp);
+    free(panels);
     return rc;
 }

@@ -37,4 +37,8 @@ int rank_top(const struct rank_items *it, const double *u, int64_t users,
 /* The exact score of one item (what rank_top ranks by). */
 double rank_exact(const struct rank_items *it, const double *u, int64_t item);
 
+/* For the tests: yes != 0 makes the float32 pass use its baseline build (SSE2 on x86-64)
+ * even where the CPU has AVX2 and FMA; 0 lets the CPU choose again. Not thread-safe. */
+void rank_force_baseline(int yes);
+
 #endif

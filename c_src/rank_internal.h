@@ -92,9 +92,15 @@ static inline int banned(const struct bans *b, int64_t j)
     return in_sorted(b->a, b->na, j) || in_sorted(b->b, b->nb, j);
 }
 
-/* The float32 pass for g users at once: heaps[k] gets the cap best scores of user k
- * (rank_fast.c). */
+/* Users scored per read of the items (recommend_many, export): enough to pay for the
+ * transposition of rank_fast.c's panels many times over, few enough that their vectors and
+ * heaps stay in the first-level cache. */
+#define RANK_GROUP 32
+
+/* The float32 pass for g users at once (1 <= g <= RANK_GROUP): heaps[k] gets the cap best
+ * scores of user k (rank_fast.c). panels: scratch of 16 x d floats, used for groups of four
+ * or more (may be NULL for fewer). */
 void rank_shortlist(const struct rank_items *it, const float *u32, int g,
-                    const struct bans *bans, struct heap *heaps);
+                    const struct bans *bans, struct heap *heaps, float *panels);
 
 #endif

@@ -142,9 +142,9 @@ def recommend_many(entry, users, n, ro, block=256):
     """``[(user, list)]`` for many users, the same lists :func:`recommend` gives one by one.
 
     Embedding models rank a block of known users with one pass of c_src/rank.c, which scores
-    each item row for several users while it is in cache (export of thousands of users reads
-    the catalogue once per eight users instead of once per user). Unknown users and other
-    models take the one-by-one path."""
+    up to 32 users against each block of item rows while it is in cache (export of thousands
+    of users reads the catalogue once per 32 users instead of once per user). Unknown users
+    and other models take the one-by-one path."""
     if entry.kind != "embed" or n == 0:
         return [(u, recommend(entry, u, n, ro)) for u in users]
     out = []

@@ -3,8 +3,10 @@
  *
  * rank_top against a brute-force exact ranking (rank_exact of every item, ties to the lower
  * index): random items with exact ties, copies a last bit apart (the shortlist must grow),
- * bans, fewer items left than asked, a scaled (cosine) ranking, many users at once. Run plain
- * and under AddressSanitizer + UBSan. The Python side and every entry point:
+ * bans, fewer items left than asked, a scaled (cosine) ranking, many users at once (more
+ * than one group), each also in the float32 pass's baseline build; and the float32 pass
+ * itself, groups of users against each user alone. Run plain and under
+ * AddressSanitizer + UBSan. The Python side and every entry point:
  * python/tests/test_rank.py.
  */
 #include <stdarg.h>
@@ -17,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rank.h"
+#include "rank_internal.h"
 
 static uint64_t seed = 88172645463325252ULL;
 
@@ -128,6 +130,10 @@ static void check(int64_t n_items, int d, int users, int64_t n, int scaled)
             assert_true(score[b * n + i] == rank_exact(&it, u + (int64_t)b * d, want[i]));
         }
     }
+    /* The exact pass proves or repairs every list, so a kernel that scored the wrong user
+     * would still pass the lines above: its users would have fallen back to the exact pass
+     * over every item. */
+    assert_int_equal(counts.full, 0);
     free(v), free(scale), free(u), free(ptr), free(idx), free(out), free(score), free(count);
     free(want), free(ban);
 }
@@ -139,12 +145,29 @@ static void test_lists_equal_brute_force(void **state)
     check(700, 32, 11, 25, 0);
     check(300, 13, 9, 5, 0); /* a width that is not a multiple of the lanes */
     check(90, 3, 4, 200, 0); /* asks for more than there are */
+    check(1000, 24, 70, 10, 0); /* three groups of users, the last of 6 */
+    check(400, 16, 3, 10, 0);   /* too few users for a block: each ranked alone */
+    check(400, 20, 2, 10, 1);
 }
 
 static void test_scaled_lists_equal_brute_force(void **state)
 {
     (void)state;
     check(600, 16, 9, 10, 1);
+}
+
+/* The float32 pass compiled for the baseline CPU (on x86-64 the CPU picks AVX2 + FMA when it
+ * has them: without this, that build would go untested on every machine that has them). */
+static void test_baseline_build_gives_the_same_lists(void **state)
+{
+    (void)state;
+    rank_force_baseline(1);
+    check(500, 8, 5, 10, 0);
+    check(700, 32, 11, 25, 0);
+    check(300, 13, 9, 5, 0);
+    check(1000, 24, 70, 10, 0);
+    check(600, 16, 9, 10, 1);
+    rank_force_baseline(0);
 }
 
 static void test_near_ties_make_the_shortlist_grow(void **state)
@@ -174,12 +197,76 @@ static void test_near_ties_make_the_shortlist_grow(void **state)
     free(v);
 }
 
+static int by_index(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* What the float32 pass kept for users 0 .. g - 1, scored together and each alone, must be
+ * the same: items and users of small whole numbers make every float32 sum exact in any
+ * order, so the kernels (one user; blocks of four; the users left over) cannot differ by
+ * rounding. This is the test that sees a kernel fault: rank_top's exact pass would repair
+ * the lists of a user scored wrongly (retry_user) and the brute-force tests would pass. */
+static void same_shortlists(int64_t n_items, int d, int g, int scaled)
+{
+    enum { CAP = 17 };
+    float *v = malloc(sizeof(float) * (size_t)(n_items * d));
+    float *u = malloc(sizeof(float) * (size_t)(g * d));
+    double *scale = scaled ? malloc(sizeof(double) * (size_t)n_items) : NULL;
+    float *panels = malloc(sizeof(float) * 16 * (size_t)d);
+    for (int64_t j = 0; j < n_items * d; j++)
+        v[j] = (float)(int)(uniform() * 4.0);
+    for (int64_t j = 0; j < (int64_t)g * d; j++)
+        u[j] = (float)(int)(uniform() * 4.0);
+    for (int64_t j = 0; scale && j < n_items; j++)
+        scale[j] = 1.0 / (1.0 + (double)(j % 7));
+    struct rank_items it = {v, NULL, scale, n_items, d, 1.0};
+    int64_t ban[4] = {1, 2, 3, 50}, none[1] = {0};
+    double gk[RANK_GROUP][CAP], k1[CAP];
+    int64_t gi[RANK_GROUP][CAP], i1[CAP];
+    struct heap heaps[RANK_GROUP];
+    struct bans bans[RANK_GROUP];
+    for (int k = 0; k < g; k++) {
+        heaps[k] = (struct heap){gk[k], gi[k], 0, CAP};
+        bans[k] = (struct bans){ban + k % 4, none, 4 - k % 4, 0};
+    }
+    rank_shortlist(&it, u, g, bans, heaps, panels);
+    for (int k = 0; k < g; k++) {
+        struct heap one = {k1, i1, 0, CAP};
+        rank_shortlist(&it, u + (int64_t)k * d, 1, &bans[k], &one, NULL);
+        assert_int_equal(heaps[k].size, one.size);
+        qsort(gi[k], (size_t)one.size, sizeof(int64_t), by_index);
+        qsort(i1, (size_t)one.size, sizeof(int64_t), by_index);
+        for (int64_t r = 0; r < one.size; r++)
+            assert_int_equal(gi[k][r], i1[r]);
+    }
+    free(v), free(u), free(scale), free(panels);
+}
+
+static void test_groups_keep_what_users_alone_keep(void **state)
+{
+    (void)state;
+    static const int dims[] = {3, 8, 13, 24, 64}, groups[] = {2, 3, 4, 5, 7, 16, 31, 32};
+    for (int base = 0; base < 2; base++) {
+        rank_force_baseline(base);
+        for (size_t a = 0; a < sizeof(dims) / sizeof(dims[0]); a++)
+            for (size_t b = 0; b < sizeof(groups) / sizeof(groups[0]); b++) {
+                same_shortlists(333, dims[a], groups[b], 0);
+                same_shortlists(200, dims[a], groups[b], 1);
+            }
+    }
+    rank_force_baseline(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lists_equal_brute_force),
         cmocka_unit_test(test_scaled_lists_equal_brute_force),
+        cmocka_unit_test(test_baseline_build_gives_the_same_lists),
         cmocka_unit_test(test_near_ties_make_the_shortlist_grow),
+        cmocka_unit_test(test_groups_keep_what_users_alone_keep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
