@@ -65,7 +65,7 @@ RANK_OBJ := _build/rank.o _build/rank_fast.o
 .PHONY: all build setup test test-all test-c test-sanitize test-python test-replay test-matrix \
         test-property test-fuzz fuzz soak test-elixir test-host test-db test-db-waits \
         check-elixir-newer demo bench bench-db bench-interactions bench-retrain \
-        bench-throughput bench-throughput-run bench-catalogue clean
+        bench-throughput bench-throughput-run bench-catalogue bench-kernel clean
 
 # The public targets run the set-up first, then a fresh make that sees the virtualenv and the
 # Erlang headers it may just have installed (the variables above are read when make starts).
@@ -77,12 +77,13 @@ demo: setup
 	@$(MAKE) --no-print-directory build
 	bash scripts/demo.sh priv/uro_recommender
 bench: setup
-	@$(MAKE) --no-print-directory build _build/rank_floor
+	@$(MAKE) --no-print-directory build _build/rank_floor _build/rank_groups
 	escript bench/bench.escript priv/uro_recommender priv/echo_port $(PYTHON)
 	PYTHONPATH=$(TESTPATH) escript bench/db_bench.escript priv/uro_recommender $(PYTHON)
 	URO_REC_PORT=$(TOP)/priv/uro_recommender mix run bench/interactions_bench.exs
 	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/retrain_bench.py --out bench/RETRAIN_BENCH.txt
 	-@$(MAKE) --no-print-directory bench-throughput-run
+	taskset -c 0 _build/rank_groups
 	PYTHONPATH=$(TESTPATH) $(PYTHON) bench/catalogue_bench.py priv/uro_recommender _build/rank_floor
 # Throughput with 1, 8 and 64 concurrent clients, pools of 1, 2 and 4 ports, batching off and on
 # (UroRecommender.Batch); the plot bench/throughput.png: bench/README.md, "Throughput"
@@ -92,6 +93,10 @@ bench-throughput: setup
 bench-throughput-run:
 	URO_REC_PORT=$(TOP)/priv/uro_recommender BENCH_PYTHON=$(PYTHON) BENCH_PLOT_PYTHONPATH=$(TESTPATH) \
 	  mix run bench/throughput_bench.exs
+# The ranking kernel alone: a user ranked alone against in groups of 2 to 32 (bench/README.md)
+bench-kernel: setup
+	@$(MAKE) --no-print-directory _build/rank_groups
+	taskset -c 0 _build/rank_groups
 # Recommend latency at 10k, 100k and 1M items x 32 and 64 dims against the C floor and
 # LibRecommender, list equality, a pool's PSS, load time; plot bench/catalogue.png
 bench-catalogue: setup
@@ -139,6 +144,10 @@ $(RANK_EXT): c_src/rank_py.c c_src/rank_py.h $(RANK_OBJ)
 _build/rank_floor: bench/rank_floor.c
 	@mkdir -p _build
 	$(CC) -O3 -march=native -Wall -o $@ $<
+
+# The kernel alone, one user at a time against groups: the objects the port links, as built.
+_build/rank_groups: bench/rank_groups.c $(RANK_OBJ)
+	$(CC) $(CFLAGS) -O2 -Ic_src $(WARN) -o $@ $< $(RANK_OBJ) -lm
 
 priv/echo_port: c_src/echo_port.c c_src/erlcmd.c c_src/erlcmd.h Makefile
 	@mkdir -p priv

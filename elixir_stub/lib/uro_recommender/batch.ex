@@ -16,7 +16,12 @@ defmodule UroRecommender.Batch do
   kernel: 45 us of port CPU a call at 10k items), holding from 4 callers on made one port
   with 8 clients 0.67x as fast as no batching, p50 1.53x, on a quiet machine; holding from 12
   on gave 1.00x and p50 1.01x, and at 64 clients still 1.38x the calls/s, p99 0.67x
-  (bench/README.md, "Throughput"). The figures below are from before that change.
+  (bench/README.md, "Throughput"). Since the port ranks a batch's users together against
+  transposed blocks of items (c_src/rank_fast.c; a user of a group of 32 costs the kernel
+  about half a lone one at 10k items), 64 clients get 2.34x the calls/s of no batching, p99
+  0.36x, on one machine, and 1.89x to 2.06x, p99 0.66x to 0.73x, on a slower one with a
+  longer latency tail; 1 and 8 clients stay within 8 % for p50. The figures below are from
+  before both changes.
 
   Why 4 (the smallest batch): measured on a 10k-item ALS model (pipelined, so the port never waited), a
   `recommend_many` of 1 to 3 users cost the port as much per user as separate `recommend`
