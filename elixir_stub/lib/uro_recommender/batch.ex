@@ -9,8 +9,18 @@ defmodule UroRecommender.Batch do
   (`:batch_from`)
   (its frames in flight, every caller of a batch counted) are held, grouped by model, `N`,
   options and timeout, and each group goes out as one `recommend_many` as soon as the port has
-  nothing in flight (or at once when it reaches `:batch_size`). A group of fewer than 4 goes
-  out as its callers' own `recommend` frames, back to back.
+  nothing in flight, or one frame left and half a batch held (`flush?/3`), or at once when it
+  reaches `:batch_size`. A group of fewer than 4 goes out as its callers' own `recommend`
+  frames, back to back.
+
+  Why half a batch with one frame left: sent only once nothing was in flight, a batch found the
+  port idle while its frame travelled, and a caller that answered late missed its group and
+  waited behind one or two more. With the rule, one port at 64 clients (10k-item ALS, on a
+  slower machine than the runs below) gave 2.08x to 2.15x the calls/s of no batching with p99
+  0.49x to 0.60x in three runs, against 1.89x to 2.06x and 0.66x to 0.73x in five without it
+  (bench/README.md, "Throughput"); holding 8 instead of half a batch (1.87x, 1.88x; p99 0.61x,
+  0.60x) or 24 (2.08x, 2.03x; 0.59x, 0.49x) did no better; flushing on one frame left with any
+  number held made small batches (1.67x, p99 0.77x).
 
   Why 12 (`:batch_from`): once the port's ranking got twice as cheap (issue 11's float32
   kernel: 45 us of port CPU a call at 10k items), holding from 4 callers on made one port
@@ -20,8 +30,8 @@ defmodule UroRecommender.Batch do
   transposed blocks of items (c_src/rank_fast.c; a user of a group of 32 costs the kernel
   about half a lone one at 10k items), 64 clients get 2.34x the calls/s of no batching, p99
   0.36x, on one machine, and 1.89x to 2.06x, p99 0.66x to 0.73x, on a slower one with a
-  longer latency tail; 1 and 8 clients stay within 8 % for p50. The figures below are from
-  before both changes.
+  longer latency tail (before the half-batch rule above); 1 and 8 clients stay within 8 % for
+  p50. The figures below are from before both changes.
 
   Why 4 (the smallest batch): measured on a 10k-item ALS model (pipelined, so the port never waited), a
   `recommend_many` of 1 to 3 users cost the port as much per user as separate `recommend`
@@ -78,6 +88,27 @@ defmodule UroRecommender.Batch do
   @spec hold?(non_neg_integer(), non_neg_integer(), pos_integer()) :: boolean()
   def hold?(frames, batched, from),
     do: frames > 0 and frames + batched >= max(from, @min_batch)
+
+  @doc """
+  Whether what is held goes out now, as the port answers a frame and `frames` stay in flight:
+  when none do, or when one does and at least half a batch is held (half of `max`, the pool's
+  `:batch_size`, and never fewer than 4), so that the port finds that batch queued when it
+  answers the last frame instead of waiting for it (see the moduledoc).
+
+      iex> UroRecommender.Batch.flush?(0, 1, 32)
+      true
+      iex> UroRecommender.Batch.flush?(1, 16, 32)
+      true
+      iex> UroRecommender.Batch.flush?(1, 15, 32)
+      false
+      iex> UroRecommender.Batch.flush?(2, 31, 32)
+      false
+      iex> UroRecommender.Batch.flush?(1, 3, 2)
+      false
+  """
+  @spec flush?(non_neg_integer(), non_neg_integer(), pos_integer()) :: boolean()
+  def flush?(frames, held, max),
+    do: frames == 0 or (frames == 1 and held >= max(div(max, 2), @min_batch))
 
   @doc """
   The group a call may be held in, or `nil` when it is never batched.

@@ -38,7 +38,7 @@ defmodule UroRecommender.Port do
 
   With `:batch_size` above 1, a `recommend` that arrives while the port is answering at least 12 (`:batch_from`)
   callers is held, and the held calls of one model, `N` and options go out as one
-  `recommend_many` when nothing is in flight any more (or at once when `:batch_size` of them are held; fewer than 4 go as
+  `recommend_many` when nothing is in flight any more, or one frame is and half a batch is held (or at once when `:batch_size` of them are held; fewer than 4 go as
   separate `recommend` frames); each caller gets its own list (`UroRecommender.Batch`). Any other call first sends what is held, so frames keep
   the order the calls arrived in. Held calls count in `in_flight`; when the OS process exits
   they get the same `{:error, {:port_exited, status}}` as the calls sent.
@@ -555,8 +555,11 @@ defmodule UroRecommender.Port do
     Enum.reduce(frames, %{state | held: held}, &send_members(&2, &1))
   end
 
-  defp flush_if_idle(state) when map_size(state.calls) == 0, do: flush(state)
-  defp flush_if_idle(state), do: state
+  defp flush_when_due(state) do
+    if Batch.flush?(map_size(state.calls), state.held.count, state.batch_size),
+      do: flush(state),
+      else: state
+  end
 
   defp send_members(state, [{from, command, opts, accepted}]) do
     state |> send_call(command, from, opts, accepted) |> elem(1)
@@ -648,7 +651,7 @@ defmodule UroRecommender.Port do
               state
           end
 
-        flush_if_idle(state)
+        flush_when_due(state)
     end
   end
 

@@ -187,6 +187,31 @@ defmodule UroRecommender.BatchTest do
     end
   end
 
+  test "half a batch held and one frame left in flight: the batch is queued behind that frame" do
+    # batch_size 8: half a batch is 4. The port answers a hang (interrupted at 1 s) and 2
+    # echoes; a second hang (4 s) is then the one frame left, and the 5 held calls go out at
+    # once, not when it is answered (the port would have nothing queued).
+    commands = for u <- 1..5, do: {:recommend, "batched", u, 5, %{}}
+    expected = Enum.map(commands, &lone(serving(), &1))
+    drain()
+    server = serving()
+    first = Task.async(fn -> Port.call(server, {:fault, :hang}, timeout: 1_000) end)
+    eventually(fn -> Pool.busy(@pool) == [1] end, 5_000)
+    echoes = for i <- 1..2, do: Task.async(fn -> Port.call(server, {:echo, i}) end)
+    eventually(fn -> Pool.busy(@pool) == [3] end, 5_000)
+    last = Task.async(fn -> Port.call(server, {:fault, :hang}, timeout: 4_000) end)
+    eventually(fn -> Pool.busy(@pool) == [4] end, 5_000)
+    tasks = start_calls(commands)
+    assert batch_sizes() == []
+
+    assert {:error, {:timeout, _}} = Task.await(first, 10_000)
+    assert_receive {:telemetry, [:uro_recommender, :batch], %{size: 5}, _}, 2_000
+    assert Task.yield(last, 0) == nil
+    assert {:error, {:timeout, _}} = Task.await(last, 10_000)
+    for e <- echoes, do: assert({:ok, _} = Task.await(e, 10_000))
+    assert Task.await_many(tasks, 30_000) == expected
+  end
+
   test "calls that are not recommend flush what is held first, in order" do
     commands = for u <- 1..4, do: {:recommend, "batched", u, 5, %{}}
     expected = Enum.map(commands, &lone(serving(), &1))
