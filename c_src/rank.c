@@ -192,13 +192,17 @@ int rank_top(const struct rank_items *it, const double *u, int64_t users,
     const int64_t cap = shortlist_size(n, it->n);
     /* 2 d eps32 for the dot product, eps32 for u in float32, the scale's rounding, slack */
     const double factor = (2.0 * d + 8.0) * ldexp(1.0, -24);
-    float *u32 = malloc(sizeof(float) * (size_t)RANK_GROUP * (size_t)(d ? d : 1));
-    double *keys = malloc(sizeof(double) * (size_t)RANK_GROUP * (size_t)(cap + 1));
-    int64_t *idxs = malloc(sizeof(int64_t) * (size_t)RANK_GROUP * (size_t)(cap + 1));
+    /* sized for the largest group this call makes: recommend's one user allocates no panels */
+    const size_t most = users < RANK_GROUP ? (users > 1 ? (size_t)users : 1) : RANK_GROUP;
+    float *u32 = malloc(sizeof(float) * most * (size_t)(d ? d : 1));
+    double *keys = malloc(sizeof(double) * most * (size_t)(cap + 1));
+    int64_t *idxs = malloc(sizeof(int64_t) * most * (size_t)(cap + 1));
     struct scored *tmp = malloc(sizeof(*tmp) * (size_t)(cap + 1));
-    float *panels = malloc(sizeof(float) * 16 * (size_t)(d ? d : 1));
+    float *panels = most >= RANK_PANEL_USERS
+                        ? malloc(sizeof(float) * RANK_PANEL_ROWS * (size_t)(d ? d : 1))
+                        : NULL;
     int rc = -1;
-    if (!u32 || !keys || !idxs || !tmp || !panels)
+    if (!u32 || !keys || !idxs || !tmp || (most >= RANK_PANEL_USERS && !panels))
         goto out;
     memset(counts, 0, sizeof(*counts));
     for (int64_t start = 0; start < users; start += RANK_GROUP) {

@@ -154,8 +154,9 @@ INLINE void shortlist_one(const struct rank_items *it, const float *u32,
 
 /* ---- many users: item panels (recommend_many, export) ----------------------------------- */
 
-#define PANEL LANES /* items a panel holds: one lane each */
-#define UBLOCK 4    /* users scored together: 4 users x 2 panels = 8 independent sums */
+#define PANEL LANES            /* items a panel holds: one lane each */
+#define UBLOCK RANK_PANEL_USERS /* users scored together: 4 users x 2 panels = 8 sums */
+_Static_assert(2 * PANEL == RANK_PANEL_ROWS, "a panel pair holds RANK_PANEL_ROWS rows");
 
 /* Rows j .. j + rows - 1 (rows <= 2 * PANEL) transposed into two panels:
  * panel[p][i * PANEL + r] = v[j + p * PANEL + r][i], the lanes past the last row zero. Built
@@ -275,13 +276,13 @@ INLINE lanes scale_lanes(const struct rank_items *it, int64_t j)
 
 /* Offers the items j .. j + rows - 1 (s0: the first 8, s1: the next) whose scores beat the
  * user's threshold, in index order. One test per user and 16 items, which almost always
- * fails once the heap is full. */
+ * fails once the heap is full. f: the 16 items' scale factors (cosine models). */
 INLINE void offer16(const struct rank_items *it, struct heap *h, const struct bans *bans,
-                    float *worst, lanes s0, lanes s1, int64_t j, int rows)
+                    float *worst, lanes s0, lanes s1, const lanes *f, int64_t j, int rows)
 {
     if (it->scale) {
-        s0 *= scale_lanes(it, j);
-        s1 *= scale_lanes(it, j + PANEL);
+        s0 *= f[0];
+        s1 *= f[1];
     }
     uint32_t m = (above(s0, *worst) | above(s1, *worst) << PANEL) & ((1u << rows) - 1);
     if (!m)
@@ -336,6 +337,11 @@ INLINE void shortlist_many(const struct rank_items *it, const float *u32, int g,
         int rows = it->n - j < 2 * PANEL ? (int)(it->n - j) : 2 * PANEL;
         fill_panels(it, j, rows, panels);
         prefetch_rows(it, j + 2 * PANEL);
+        lanes f[2] = {{0}, {0}}; /* once per block, not once per user */
+        if (it->scale) {
+            f[0] = scale_lanes(it, j);
+            f[1] = scale_lanes(it, j + PANEL);
+        }
         int k = 0;
         for (; k + UBLOCK <= g; k += UBLOCK) {
             const float *a0 = u32 + (int64_t)k * d, *a1 = a0 + d, *a2 = a1 + d, *a3 = a2 + d;
@@ -353,15 +359,15 @@ INLINE void shortlist_many(const struct rank_items *it, const float *u32, int g,
                 s30 += b3 * x0;
                 s31 += b3 * x1;
             }
-            offer16(it, &heaps[k], &bans[k], &worst[k], s00, s01, j, rows);
-            offer16(it, &heaps[k + 1], &bans[k + 1], &worst[k + 1], s10, s11, j, rows);
-            offer16(it, &heaps[k + 2], &bans[k + 2], &worst[k + 2], s20, s21, j, rows);
-            offer16(it, &heaps[k + 3], &bans[k + 3], &worst[k + 3], s30, s31, j, rows);
+            offer16(it, &heaps[k], &bans[k], &worst[k], s00, s01, f, j, rows);
+            offer16(it, &heaps[k + 1], &bans[k + 1], &worst[k + 1], s10, s11, f, j, rows);
+            offer16(it, &heaps[k + 2], &bans[k + 2], &worst[k + 2], s20, s21, f, j, rows);
+            offer16(it, &heaps[k + 3], &bans[k + 3], &worst[k + 3], s30, s31, f, j, rows);
         }
         for (; k < g; k++) {
             lanes s0, s1;
             score16_one(u32 + (int64_t)k * d, p0, p1, d, &s0, &s1);
-            offer16(it, &heaps[k], &bans[k], &worst[k], s0, s1, j, rows);
+            offer16(it, &heaps[k], &bans[k], &worst[k], s0, s1, f, j, rows);
         }
     }
 }

@@ -97,9 +97,14 @@ static inline int banned(const struct bans *b, int64_t j)
  * heaps stay in the first-level cache. */
 #define RANK_GROUP 32
 
+/* Groups of at least RANK_PANEL_USERS users are scored against panels: RANK_PANEL_ROWS item
+ * rows transposed, RANK_PANEL_ROWS x d floats of scratch (rank_fast.c). */
+#define RANK_PANEL_USERS 4
+#define RANK_PANEL_ROWS 16
+
 /* The float32 pass for g users at once (1 <= g <= RANK_GROUP): heaps[k] gets the cap best
- * scores of user k (rank_fast.c). panels: scratch of 16 x d floats, used for groups of four
- * or more (may be NULL for fewer). */
+ * scores of user k (rank_fast.c). panels: scratch of RANK_PANEL_ROWS x d floats, used for
+ * groups of RANK_PANEL_USERS or more (may be NULL for fewer). */
 void rank_shortlist(const struct rank_items *it, const float *u32, int g,
                     const struct bans *bans, struct heap *heaps, float *panels);
 
