@@ -54,11 +54,12 @@ double rank_exact(const struct rank_items *it, const double *u, int64_t item)
 static void exact_all(const struct rank_items *it, const double *u, const struct bans *bans,
                       struct heap *h)
 {
+    struct ban_cursor at = {0, 0};
     for (int64_t j = 0; j < it->n; j++) {
         double s = rank_exact(it, u, j);
         if (h->size == h->cap && !(s > h->key[0]))
             continue;
-        if (!banned(bans, j))
+        if (!banned(bans, &at, j))
             heap_offer(h, s, j);
     }
 }
@@ -76,7 +77,7 @@ static int best_first(const void *pa, const void *pb)
     return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
-/* tmp best first. A shortlist of one user (1.5n + 8) is a few dozen: insertion sort, without
+/* tmp best first. A shortlist of one user (n + n/8 + 4) is a few dozen: insertion sort, without
  * qsort's call a comparison, is several times faster there. */
 static void sort_best_first(struct scored *tmp, int64_t m)
 {
@@ -118,12 +119,16 @@ static double norm2(const double *u, int d)
 }
 
 /* Enough room past n that the bound rarely fails on real factors (a gap of 4e-6 relative at
- * d = 32 between the n-th and the last kept), and no more: every slot costs heap work in the
- * float32 pass and a product in the exact one (0.89x the kernel instructions of 2n + 16 at
- * 10k x 32, n = 10). Near-ties the bound cannot settle widen it (retry_user). */
+ * d = 32 between the n-th and the last kept), and no more: a shortlist of K takes about
+ * K (1 + ln(items / K)) heap offers in the float32 pass, each a few unpredictable branches,
+ * and K products in the exact one. Going from 1.5n + 8 (23 at n = 10) to n + n/8 + 4 (15),
+ * together with the ban cursors (rank_internal.h), made a user of 10k x 32 0.85x as costly
+ * alone and 0.78x in a group of 32 (medians of 11 alternations, bench/rank_groups.c's data);
+ * LibRecommender ALS factors (20k users, 10k items, 32 and 64 dims, N = 10 and 50) widened
+ * no shortlist with either size. Near-ties the bound cannot settle widen it (retry_user). */
 static int64_t shortlist_size(int64_t n, int64_t items)
 {
-    int64_t k = n + n / 2 + 8;
+    int64_t k = n + n / 8 + 4;
     return k < items ? k : items;
 }
 

@@ -126,6 +126,7 @@ INLINE void shortlist_one(const struct rank_items *it, const float *u32,
 {
     const int d = it->d;
     float worst = threshold(h);
+    struct ban_cursor at = {0, 0};
     int64_t j = 0;
     for (; j + 4 <= it->n; j += 4) {
         float s[4];
@@ -136,7 +137,7 @@ INLINE void shortlist_one(const struct rank_items *it, const float *u32,
         if (!(s[0] > worst || s[1] > worst || s[2] > worst || s[3] > worst))
             continue;
         for (int r = 0; r < 4; r++) /* in index order: a tie with the worst kept loses */
-            if (s[r] > worst && !banned(bans, j + r)) {
+            if (s[r] > worst && !banned(bans, &at, j + r)) {
                 heap_offer(h, (double)s[r], j + r);
                 worst = threshold(h);
             }
@@ -145,7 +146,7 @@ INLINE void shortlist_one(const struct rank_items *it, const float *u32,
         float s = dot32(u32, it->v32 + j * d, d);
         if (it->scale)
             s *= (float)it->scale[j];
-        if (s > worst && !banned(bans, j)) {
+        if (s > worst && !banned(bans, &at, j)) {
             heap_offer(h, (double)s, j);
             worst = threshold(h);
         }
@@ -276,9 +277,11 @@ INLINE lanes scale_lanes(const struct rank_items *it, int64_t j)
 
 /* Offers the items j .. j + rows - 1 (s0: the first 8, s1: the next) whose scores beat the
  * user's threshold, in index order. One test per user and 16 items, which almost always
- * fails once the heap is full. f: the 16 items' scale factors (cosine models). */
+ * fails once the heap is full. f: the 16 items' scale factors (cosine models); at: the user's
+ * place in its ban lists. */
 INLINE void offer16(const struct rank_items *it, struct heap *h, const struct bans *bans,
-                    float *worst, lanes s0, lanes s1, const lanes *f, int64_t j, int rows)
+                    struct ban_cursor *at, float *worst, lanes s0, lanes s1, const lanes *f,
+                    int64_t j, int rows)
 {
     if (it->scale) {
         s0 *= f[0];
@@ -294,7 +297,7 @@ INLINE void offer16(const struct rank_items *it, struct heap *h, const struct ba
         int r = __builtin_ctz(m);
         m &= m - 1;
         /* in index order: a tie with the worst kept loses; the threshold may have risen */
-        if (v[r] > *worst && !banned(bans, j + r)) {
+        if (v[r] > *worst && !banned(bans, at, j + r)) {
             heap_offer(h, (double)v[r], j + r);
             *worst = threshold(h);
         }
@@ -331,8 +334,11 @@ INLINE void shortlist_many(const struct rank_items *it, const float *u32, int g,
     const int d = it->d;
     const float *p0 = panels, *p1 = panels + (size_t)d * PANEL;
     float worst[RANK_GROUP];
-    for (int k = 0; k < g; k++)
+    struct ban_cursor at[RANK_GROUP];
+    for (int k = 0; k < g; k++) {
         worst[k] = threshold(&heaps[k]);
+        at[k] = (struct ban_cursor){0, 0};
+    }
     for (int64_t j = 0; j < it->n; j += 2 * PANEL) {
         int rows = it->n - j < 2 * PANEL ? (int)(it->n - j) : 2 * PANEL;
         fill_panels(it, j, rows, panels);
@@ -359,15 +365,18 @@ INLINE void shortlist_many(const struct rank_items *it, const float *u32, int g,
                 s30 += b3 * x0;
                 s31 += b3 * x1;
             }
-            offer16(it, &heaps[k], &bans[k], &worst[k], s00, s01, f, j, rows);
-            offer16(it, &heaps[k + 1], &bans[k + 1], &worst[k + 1], s10, s11, f, j, rows);
-            offer16(it, &heaps[k + 2], &bans[k + 2], &worst[k + 2], s20, s21, f, j, rows);
-            offer16(it, &heaps[k + 3], &bans[k + 3], &worst[k + 3], s30, s31, f, j, rows);
+            offer16(it, &heaps[k], &bans[k], &at[k], &worst[k], s00, s01, f, j, rows);
+            offer16(it, &heaps[k + 1], &bans[k + 1], &at[k + 1], &worst[k + 1], s10, s11, f, j,
+                    rows);
+            offer16(it, &heaps[k + 2], &bans[k + 2], &at[k + 2], &worst[k + 2], s20, s21, f, j,
+                    rows);
+            offer16(it, &heaps[k + 3], &bans[k + 3], &at[k + 3], &worst[k + 3], s30, s31, f, j,
+                    rows);
         }
         for (; k < g; k++) {
             lanes s0, s1;
             score16_one(u32 + (int64_t)k * d, p0, p1, d, &s0, &s1);
-            offer16(it, &heaps[k], &bans[k], &worst[k], s0, s1, f, j, rows);
+            offer16(it, &heaps[k], &bans[k], &at[k], &worst[k], s0, s1, f, j, rows);
         }
     }
 }

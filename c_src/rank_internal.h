@@ -74,9 +74,22 @@ struct bans {
     int64_t na, nb;
 };
 
-static inline int in_sorted(const int64_t *v, int64_t n, int64_t x)
+/* Where a walk in index order stands in each list. Every pass asks about a user's candidates
+ * in index order, so the answer is a cursor that only moves forward: one comparison when no
+ * ban was passed, a binary search over the rest when one was (a user with thousands of
+ * consumed items does not walk them one by one). Before, each of the hundred-odd candidates
+ * of a user was searched for in both lists from the start, in branches no predictor learns:
+ * the cursor made a user about 0.95x as costly at 10k x 32 (bench/rank_groups.c). */
+struct ban_cursor {
+    int64_t a, b;
+};
+
+/* The first position at or after at whose value is not below x. */
+static inline int64_t skip_below(const int64_t *v, int64_t n, int64_t at, int64_t x)
 {
-    int64_t lo = 0, hi = n;
+    if (at >= n || v[at] >= x)
+        return at;
+    int64_t lo = at + 1, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
         if (v[mid] < x)
@@ -84,12 +97,16 @@ static inline int in_sorted(const int64_t *v, int64_t n, int64_t x)
         else
             hi = mid;
     }
-    return lo < n && v[lo] == x;
+    return lo;
 }
 
-static inline int banned(const struct bans *b, int64_t j)
+/* Whether item j is banned; j must not be below the last item asked about with this cursor
+ * (which starts at {0, 0}). */
+static inline int banned(const struct bans *b, struct ban_cursor *c, int64_t j)
 {
-    return in_sorted(b->a, b->na, j) || in_sorted(b->b, b->nb, j);
+    c->a = skip_below(b->a, b->na, c->a, j);
+    c->b = skip_below(b->b, b->nb, c->b, j);
+    return (c->a < b->na && b->a[c->a] == j) || (c->b < b->nb && b->b[c->b] == j);
 }
 
 /* Users scored per read of the items (recommend_many, export): enough to pay for the

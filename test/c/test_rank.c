@@ -5,9 +5,9 @@
  * index): random items with exact ties, copies a last bit apart (the shortlist must grow),
  * bans, fewer items left than asked, a scaled (cosine) ranking, many users at once (more
  * than one group), each also in the float32 pass's baseline build; and the float32 pass
- * itself, groups of users against each user alone. Run plain and under
- * AddressSanitizer + UBSan. The Python side and every entry point:
- * python/tests/test_rank.py.
+ * itself: groups of users against each user alone, and each against the cap best by the
+ * pass's own scores and tie rule. Run plain and under AddressSanitizer + UBSan. The Python
+ * side and every entry point: python/tests/test_rank.py.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,14 +203,65 @@ static int by_index(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+#define CAP_TEST 17
+
+/* The root of a shortlist is its worst kept (rank.c's settle reads it as the threshold). */
+static void assert_root_worst(const struct heap *h)
+{
+    for (int64_t r = 1; r < h->size; r++)
+        assert_true(h->key[0] < h->key[r] || (h->key[0] == h->key[r] && h->idx[0] > h->idx[r]));
+}
+
+struct cand {
+    float key;
+    int64_t idx;
+};
+
+static int cand_best_first(const void *pa, const void *pb)
+{
+    const struct cand *a = pa, *b = pb;
+    if (a->key != b->key)
+        return a->key > b->key ? -1 : 1;
+    return (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+/* The cap best of one user by the float32 pass's own rule (its scores, exact here: small
+ * whole numbers; ties to the lower index), sorted by index; -> how many. */
+static int64_t reference_shortlist(const struct rank_items *it, const float *u,
+                                   const struct bans *b, int64_t cap, int64_t *out)
+{
+    struct cand *all = malloc(sizeof(*all) * (size_t)it->n);
+    int64_t m = 0;
+    for (int64_t j = 0; j < it->n; j++) {
+        if (in_list(b->a, b->na, j) || in_list(b->b, b->nb, j))
+            continue;
+        double sum = 0;
+        for (int i = 0; i < it->d; i++)
+            sum += (double)u[i] * it->v32[j * it->d + i];
+        float s = (float)sum;
+        if (it->scale)
+            s *= (float)it->scale[j];
+        all[m++] = (struct cand){s, j};
+    }
+    qsort(all, (size_t)m, sizeof(*all), cand_best_first);
+    int64_t kept = m < cap ? m : cap;
+    for (int64_t r = 0; r < kept; r++)
+        out[r] = all[r].idx;
+    qsort(out, (size_t)kept, sizeof(int64_t), by_index);
+    free(all);
+    return kept;
+}
+
 /* What the float32 pass kept for users 0 .. g - 1, scored together and each alone, must be
- * the same: items and users of small whole numbers make every float32 sum exact in any
- * order, so the kernels (one user; blocks of four; the users left over) cannot differ by
- * rounding. This is the test that sees a kernel fault: rank_top's exact pass would repair
- * the lists of a user scored wrongly (retry_user) and the brute-force tests would pass. */
+ * the same, and the cap best by the pass's own scores and tie rule (reference_shortlist):
+ * items and users of small whole numbers make every float32 sum exact in any order, so the
+ * kernels (one user; blocks of four; the users left over) cannot differ by rounding, and the
+ * many ties test the rule. This is the test that sees a kernel fault: rank_top's exact pass
+ * would repair the lists of a user scored wrongly or of a heap with the tie rule reversed
+ * (retry_user), and the brute-force tests would pass. */
 static void same_shortlists(int64_t n_items, int d, int g, int scaled)
 {
-    enum { CAP = 17 };
+    enum { CAP = CAP_TEST };
     float *v = malloc(sizeof(float) * (size_t)(n_items * d));
     float *u = malloc(sizeof(float) * (size_t)(g * d));
     double *scale = scaled ? malloc(sizeof(double) * (size_t)n_items) : NULL;
@@ -235,11 +286,18 @@ static void same_shortlists(int64_t n_items, int d, int g, int scaled)
     for (int k = 0; k < g; k++) {
         struct heap one = {k1, i1, 0, CAP};
         rank_shortlist(&it, u + (int64_t)k * d, 1, &bans[k], &one, NULL);
+        assert_root_worst(&heaps[k]);
+        assert_root_worst(&one);
         assert_int_equal(heaps[k].size, one.size);
         qsort(gi[k], (size_t)one.size, sizeof(int64_t), by_index);
         qsort(i1, (size_t)one.size, sizeof(int64_t), by_index);
-        for (int64_t r = 0; r < one.size; r++)
+        int64_t ref[CAP];
+        assert_int_equal(reference_shortlist(&it, u + (int64_t)k * d, &bans[k], CAP, ref),
+                         one.size);
+        for (int64_t r = 0; r < one.size; r++) {
             assert_int_equal(gi[k][r], i1[r]);
+            assert_int_equal(i1[r], ref[r]);
+        }
     }
     free(v), free(u), free(scale), free(panels);
 }
