@@ -12,7 +12,8 @@
 # (per measurement, default 2), BENCH_ROUNDS (default 3), BENCH_POOLS (default "1,2,4"),
 # BENCH_CLIENTS (default "1,8,64"), BENCH_USERS / BENCH_ITEMS / BENCH_INTERACTIONS
 # (20000 / 10000 / 300000, bench/bench.escript's model), BENCH_PLOT (default
-# bench/throughput.png).
+# bench/throughput.png), BENCH_CPU (a CPU list such as "1": every port of every pool is
+# started with that `:cpu_affinity`; unset, the ports run where the OS puts them).
 
 defmodule Bench.Throughput do
   @model "bench_tp"
@@ -99,6 +100,13 @@ defmodule Bench.Throughput do
 
   defp start_pool(base, name, size, batch) do
     opts = base ++ [name: name, pool_size: size, batch_size: batch, timeout: 60_000]
+
+    opts =
+      case System.get_env("BENCH_CPU", "") do
+        "" -> opts
+        cpus -> opts ++ [cpu_affinity: cpus]
+      end
+
     Supervisor.start_link([{UroRecommender, opts}], strategy: :one_for_one)
   end
 

@@ -20,7 +20,9 @@ defmodule UroRecommender.Batch do
   0.49x to 0.60x in three runs, against 1.89x to 2.06x and 0.66x to 0.73x in five without it
   (bench/README.md, "Throughput"); holding 8 instead of half a batch (1.87x, 1.88x; p99 0.61x,
   0.60x) or 24 (2.08x, 2.03x; 0.59x, 0.49x) did no better; flushing on one frame left with any
-  number held made small batches (1.67x, p99 0.77x).
+  number held made small batches (1.67x, p99 0.77x). On a newer machine, with the kernel's
+  shorter shortlist (c_src/rank.c), 15 runs of one port gave 1.98x to 2.74x the calls/s, p99
+  0.32x to 0.60x, 11 of them at or below 0.5x.
 
   Why 12 (`:batch_from`): once the port's ranking got twice as cheap (issue 11's float32
   kernel: 45 us of port CPU a call at 10k items), holding from 4 callers on made one port
