@@ -203,13 +203,11 @@ static int by_index(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-#define CAP_TEST 17
-
 /* The root of a shortlist is its worst kept (rank.c's settle reads it as the threshold). */
 static void assert_root_worst(const struct heap *h)
 {
     for (int64_t r = 1; r < h->size; r++)
-        assert_true(h->key[0] < h->key[r] || (h->key[0] == h->key[r] && h->idx[0] > h->idx[r]));
+        assert_true(worse(h->key[0], h->idx[0], h->key[r], h->idx[r]));
 }
 
 struct cand {
@@ -261,7 +259,7 @@ static int64_t reference_shortlist(const struct rank_items *it, const float *u,
  * (retry_user), and the brute-force tests would pass. */
 static void same_shortlists(int64_t n_items, int d, int g, int scaled)
 {
-    enum { CAP = CAP_TEST };
+    enum { CAP = 17 };
     float *v = malloc(sizeof(float) * (size_t)(n_items * d));
     float *u = malloc(sizeof(float) * (size_t)(g * d));
     double *scale = scaled ? malloc(sizeof(double) * (size_t)n_items) : NULL;
